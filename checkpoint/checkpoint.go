@@ -1,0 +1,37 @@
+// Package checkpoint records how far the relay has safely delivered, and
+// decides when that may move: only to the low watermark of broker
+// acknowledgements, and only at transaction boundaries (Tracker).
+//
+// Stores live in subpackages (checkpoint/file). This package must not know
+// how positions are parsed: it keeps their text form and the source kind.
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned by Store.Load when nothing was saved yet.
+var ErrNotFound = errors.New("no checkpoint stored")
+
+// Checkpoint is the durable position of one relay.
+type Checkpoint struct {
+	// Source is the source kind ("mysql", "postgres"): a checkpoint is never
+	// handed to another kind of source.
+	Source string `json:"source"`
+	// Position is the source position's text form: every record of every
+	// transaction at or before it has been acknowledged by the broker.
+	Position  string    `json:"position"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Store keeps one checkpoint durably.
+type Store interface {
+	// Load returns ErrNotFound when nothing was saved yet.
+	Load(ctx context.Context) (Checkpoint, error)
+	// Save replaces the stored checkpoint atomically: after a crash, Load
+	// returns either the old or the new one, never a mix.
+	Save(ctx context.Context, cp Checkpoint) error
+	Close() error
+}

@@ -1,0 +1,196 @@
+// Package cli is the outboxrelay command line: it parses arguments, loads
+// the configuration, wires the components and maps outcomes to exit codes.
+// It is the only place that knows every component.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/checkpoint/file"
+	"github.com/outboxrelay/outboxrelay/internal/config"
+	"github.com/outboxrelay/outboxrelay/internal/outbox"
+	"github.com/outboxrelay/outboxrelay/internal/relay"
+	"github.com/outboxrelay/outboxrelay/sink"
+	"github.com/outboxrelay/outboxrelay/sink/kafka"
+	"github.com/outboxrelay/outboxrelay/source/mysql"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1 // the relay stopped on an error
+	ExitUsage   = 2 // bad arguments or configuration
+)
+
+// Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
+var Version = ""
+
+const usage = `outboxrelay relays transactional outbox rows from a database log to Kafka.
+
+Usage:
+  outboxrelay run --config FILE [--log-level LEVEL]
+  outboxrelay checkpoint show --config FILE [--json]
+  outboxrelay version
+`
+
+// Main runs the command line and returns the exit code.
+func Main(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return ExitUsage
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(ctx, args[1:], environ, stderr)
+	case "checkpoint":
+		if len(args) < 2 || args[1] != "show" {
+			fmt.Fprint(stderr, "usage: outboxrelay checkpoint show --config FILE [--json]\n")
+			return ExitUsage
+		}
+		return cmdCheckpointShow(ctx, args[2:], environ, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "outboxrelay", version())
+		return ExitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return ExitOK
+	}
+	fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
+	return ExitUsage
+}
+
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// loadConfig parses the common --config flag plus extra flags.
+func loadConfig(name string, args []string, environ []string, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "path of the YAML configuration file (required)")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, ExitUsage
+	}
+	if *path == "" {
+		fmt.Fprintf(stderr, "%s: --config is required\n", name)
+		return nil, ExitUsage
+	}
+	cfg, err := config.Load(*path, environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return nil, ExitUsage
+	}
+	return cfg, ExitOK
+}
+
+func newLogger(cfg config.Log, w io.Writer) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(cfg.Level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	if cfg.Format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writer) int {
+	var level string
+	cfg, code := loadConfig("run", args, environ, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&level, "log-level", "", "override log.level (debug, info, warn, error)")
+	})
+	if cfg == nil {
+		return code
+	}
+	if level != "" {
+		cfg.Log.Level = level
+	}
+	log := newLogger(cfg.Log, stderr)
+	r, store, err := Build(cfg, log)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return ExitUsage
+	}
+	defer store.Close()
+	log.Info().Str("version", version()).Str("source", cfg.Source.Type).Strs("tables", cfg.Source.MySQL.Tables).Strs("brokers", cfg.Kafka.Brokers).Msg("outboxrelay starting")
+	if err := r.Run(ctx); err != nil {
+		log.Error().Err(err).Msg("relay stopped")
+		return ExitFailure
+	}
+	log.Info().Msg("relay stopped cleanly")
+	return ExitOK
+}
+
+// Build wires the components named by cfg.
+func Build(cfg *config.Config, log zerolog.Logger) (*relay.Relay, checkpoint.Store, error) {
+	store, err := file.New(cfg.Checkpoint.File)
+	if err != nil {
+		return nil, nil, err
+	}
+	mapper, err := outbox.New(cfg.Outbox)
+	if err != nil {
+		return nil, nil, err
+	}
+	src := mysql.NewSource(cfg.Source.MySQL, log)
+	kcfg := cfg.Kafka
+	klog := log.With().Str("component", "sink.kafka").Logger()
+	newSink := func(context.Context) (sink.Sink, error) { return kafka.New(kcfg, klog) }
+	return relay.New(cfg.Relay, src, newSink, store, mapper, log.With().Str("component", "relay").Logger()), store, nil
+}
+
+func cmdCheckpointShow(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
+	var asJSON bool
+	cfg, code := loadConfig("checkpoint show", args, environ, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	})
+	if cfg == nil {
+		return code
+	}
+	store, err := file.New(cfg.Checkpoint.File)
+	if err != nil {
+		fmt.Fprintln(stderr, "checkpoint show:", err)
+		return ExitUsage
+	}
+	cp, err := store.Load(ctx)
+	if errors.Is(err, checkpoint.ErrNotFound) {
+		fmt.Fprintf(stderr, "no checkpoint stored at %s: the relay will start at source.%s.start\n", cfg.Checkpoint.File.Path, cfg.Source.Type)
+		return ExitFailure
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "checkpoint show:", err)
+		return ExitFailure
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(cp)
+		return ExitOK
+	}
+	fmt.Fprintf(stdout, "source:   %s\nposition: %s\nupdated:  %s (%s ago)\n", cp.Source, cp.Position, cp.UpdatedAt.Format(time.RFC3339), time.Since(cp.UpdatedAt).Round(time.Second))
+	return ExitOK
+}
+
+// Stdio runs Main on the process's own arguments and streams.
+func Stdio(ctx context.Context) int {
+	return Main(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+}

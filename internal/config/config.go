@@ -1,0 +1,150 @@
+// Package config loads the relay's YAML configuration, applies
+// OUTBOXRELAY_* environment overrides, fills defaults and validates, naming
+// the offending key in every error. Each component owns its own config
+// struct; this package only composes them.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/outboxrelay/outboxrelay/checkpoint/file"
+	"github.com/outboxrelay/outboxrelay/internal/outbox"
+	"github.com/outboxrelay/outboxrelay/internal/relay"
+	"github.com/outboxrelay/outboxrelay/sink/kafka"
+	"github.com/outboxrelay/outboxrelay/source/mysql"
+)
+
+// EnvPrefix starts every environment override: OUTBOXRELAY_SOURCE_MYSQL_PASSWORD
+// sets source.mysql.password.
+const EnvPrefix = "OUTBOXRELAY_"
+
+// Config is the whole configuration file.
+type Config struct {
+	Source     Source        `yaml:"source"`
+	Outbox     outbox.Config `yaml:"outbox"`
+	Kafka      kafka.Config  `yaml:"kafka"`
+	Checkpoint Checkpoint    `yaml:"checkpoint"`
+	Relay      relay.Config  `yaml:"relay"`
+	Log        Log           `yaml:"log"`
+}
+
+// Source selects and configures the source.
+type Source struct {
+	// Type is "mysql" (MySQL and MariaDB). Required.
+	Type  string       `yaml:"type"`
+	MySQL mysql.Config `yaml:"mysql"`
+}
+
+// Checkpoint selects and configures the checkpoint store.
+type Checkpoint struct {
+	// Type is "file". Default "file".
+	Type string      `yaml:"type"`
+	File file.Config `yaml:"file"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level: debug, info, warn, error. Default "info".
+	Level string `yaml:"level"`
+	// Format: json or console. Default "json".
+	Format string `yaml:"format"`
+}
+
+// Load reads path, applies the environment (KEY=VALUE entries, as from
+// os.Environ), fills defaults and validates.
+func Load(path string, environ []string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(b, environ)
+}
+
+// Parse is Load on bytes.
+func Parse(b []byte, environ []string) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true) // an unknown key is an error, not a silent no-op
+	// An empty file decodes to the zero config, which then fails validation
+	// with useful messages rather than "EOF".
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: %s", strings.ReplaceAll(err.Error(), "yaml: unmarshal errors:\n  ", ""))
+	}
+	if err := applyEnv(&c, environ); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return &c, nil
+}
+
+// SetDefaults fills every component's defaults.
+func (c *Config) SetDefaults() {
+	if c.Source.Type == "mysql" {
+		c.Source.MySQL.SetDefaults()
+	}
+	c.Outbox.SetDefaults()
+	c.Kafka.SetDefaults()
+	if c.Checkpoint.Type == "" {
+		c.Checkpoint.Type = "file"
+	}
+	c.Relay.SetDefaults()
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+}
+
+// Validate checks every component, prefixing each error with its key.
+func (c *Config) Validate() error {
+	var errs []error
+	prefix := func(key string, err error) {
+		if err == nil {
+			return
+		}
+		for _, line := range strings.Split(err.Error(), "\n") {
+			errs = append(errs, fmt.Errorf("%s.%s", key, line))
+		}
+	}
+	switch c.Source.Type {
+	case "mysql":
+		prefix("source.mysql", c.Source.MySQL.Validate())
+	case "":
+		errs = append(errs, errors.New("source.type: required (mysql)"))
+	default:
+		errs = append(errs, fmt.Errorf("source.type: %q is not one of mysql", c.Source.Type))
+	}
+	prefix("outbox", c.Outbox.Validate())
+	prefix("kafka", c.Kafka.Validate())
+	switch c.Checkpoint.Type {
+	case "file":
+		prefix("checkpoint.file", c.Checkpoint.File.Validate())
+	default:
+		errs = append(errs, fmt.Errorf("checkpoint.type: %q is not one of file", c.Checkpoint.Type))
+	}
+	if c.Relay.CheckpointInterval < 0 || c.Relay.ShutdownTimeout < 0 {
+		errs = append(errs, errors.New("relay: durations must not be negative"))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: %q is not one of json, console", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}

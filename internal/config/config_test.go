@@ -1,0 +1,118 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const valid = `
+source:
+  type: mysql
+  mysql:
+    addr: 127.0.0.1:3307
+    user: relay
+    password: s3cret
+    server_id: 4242
+    tables: [shop.outbox, "/shop\\.outbox_.*/"]
+kafka:
+  brokers: [127.0.0.1:9092]
+checkpoint:
+  file:
+    path: /tmp/cp.json
+`
+
+func TestParseValidAndDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte(valid), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Source.MySQL.Start != "current" || c.Outbox.Topic != "outbox.event.${aggregatetype}" || c.Kafka.Compression != "lz4" || c.Log.Format != "json" {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+}
+
+func TestParseErrorsNameTheKey(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, yaml string
+		env        []string
+		want       []string
+	}{
+		{"unknown key", valid + "\nbogus: 1\n", nil, []string{"bogus"}},
+		{"unknown nested key", strings.Replace(valid, "server_id: 4242", "server_id: 4242\n    serverid: 1", 1), nil, []string{"serverid"}},
+		{"missing server_id", strings.Replace(valid, "server_id: 4242", "", 1), nil, []string{"source.mysql.server_id: required"}},
+		{"bad regex", strings.Replace(valid, `/shop\\.outbox_.*/`, `/shop(/`, 1), nil, []string{"source.mysql.tables", "bad regular expression"}},
+		{"bad compression", valid, []string{"OUTBOXRELAY_KAFKA_COMPRESSION=brotli"}, []string{"kafka.compression"}},
+		{"unknown env", valid, []string{"OUTBOXRELAY_KAFKA_BROKER=x"}, []string{"OUTBOXRELAY_KAFKA_BROKER", "no such config key"}},
+		{"bad env int", valid, []string{"OUTBOXRELAY_SOURCE_MYSQL_SERVER_ID=abc"}, []string{"source.mysql.server_id", "OUTBOXRELAY_SOURCE_MYSQL_SERVER_ID"}},
+		{"bad duration", valid, []string{"OUTBOXRELAY_RELAY_SHUTDOWN_TIMEOUT=soon"}, []string{"relay.shutdown_timeout"}},
+		{"missing source type", strings.Replace(valid, "type: mysql", "", 1), nil, []string{"source.type: required"}},
+		{"empty file", "", nil, []string{"source.type: required", "kafka.brokers: required", "checkpoint.file.path: required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Parse([]byte(tt.yaml), tt.env)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("error leaks the password: %q", err)
+			}
+		})
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte(valid), []string{
+		"OUTBOXRELAY_SOURCE_MYSQL_PASSWORD=fromenv",
+		"OUTBOXRELAY_SOURCE_MYSQL_SERVER_ID=7",
+		"OUTBOXRELAY_KAFKA_BROKERS=a:1, b:2",
+		"OUTBOXRELAY_RELAY_SHUTDOWN_TIMEOUT=5s",
+		"OUTBOXRELAY_OUTBOX_COLUMNS_AGGREGATE_ID=agg",
+		"UNRELATED=1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Source.MySQL.Password != "fromenv" || c.Source.MySQL.ServerID != 7 || len(c.Kafka.Brokers) != 2 || c.Kafka.Brokers[1] != "b:2" ||
+		c.Relay.ShutdownTimeout != 5*time.Second || c.Outbox.Columns.AggregateID != "agg" {
+		t.Fatalf("overrides not applied: %+v", c)
+	}
+}
+
+func TestEnvNamesCoverKeys(t *testing.T) {
+	t.Parallel()
+	names := EnvNames()
+	for key, env := range map[string]string{
+		"source.mysql.server_id":    "OUTBOXRELAY_SOURCE_MYSQL_SERVER_ID",
+		"kafka.max_message_bytes":   "OUTBOXRELAY_KAFKA_MAX_MESSAGE_BYTES",
+		"checkpoint.file.path":      "OUTBOXRELAY_CHECKPOINT_FILE_PATH",
+		"outbox.columns.payload":    "OUTBOXRELAY_OUTBOX_COLUMNS_PAYLOAD",
+		"relay.checkpoint_interval": "OUTBOXRELAY_RELAY_CHECKPOINT_INTERVAL",
+	} {
+		if names[key] != env {
+			t.Errorf("EnvNames()[%s] = %q, want %q", key, names[key], env)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(valid))
+	f.Add([]byte("source: [1, 2]"))
+	f.Add([]byte("kafka:\n  brokers: {a: b}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b, nil)
+		if err == nil && c.Source.Type != "mysql" {
+			t.Fatalf("accepted a config without a known source: %+v", c)
+		}
+	})
+}

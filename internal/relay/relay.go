@@ -1,0 +1,222 @@
+// Package relay wires one source, the outbox mapping, one sink and one
+// checkpoint store into the pipeline
+//
+//	source.Next → outbox.Map → sink.Send ⇢ ack → Tracker → Store.Save → source.Ack
+//
+// and restarts it from the durable checkpoint after transient failures. It
+// owns the order of those steps (the invariants of DESIGN.md); it must not
+// know how any source, sink or store works inside.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/internal/outbox"
+	"github.com/outboxrelay/outboxrelay/internal/retry"
+	"github.com/outboxrelay/outboxrelay/sink"
+	"github.com/outboxrelay/outboxrelay/source"
+)
+
+// Source opens readers of one kind of log.
+type Source interface {
+	// Kind names the source in checkpoints ("mysql", "postgres").
+	Kind() string
+	// Open starts reading right after from (a checkpoint's position text),
+	// or at the source's configured start when from is "".
+	Open(ctx context.Context, from string) (source.Reader, error)
+}
+
+// SinkFactory connects a new sink; each session gets a fresh one.
+type SinkFactory func(ctx context.Context) (sink.Sink, error)
+
+// Config of the pipeline.
+type Config struct {
+	// CheckpointInterval is how often the watermark is saved when it moved.
+	// Default 200ms.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// ShutdownTimeout bounds the wait for in-flight records on shutdown.
+	// Default 30s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Retry bounds the backoff between sessions after transient failures.
+	Retry retry.Policy `yaml:"-"`
+}
+
+// SetDefaults fills the zero fields with their defaults.
+func (c *Config) SetDefaults() {
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = 200 * time.Millisecond
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+}
+
+// Relay is the pipeline.
+type Relay struct {
+	cfg     Config
+	src     Source
+	newSink SinkFactory
+	store   checkpoint.Store
+	mapper  *outbox.Mapper
+	log     zerolog.Logger
+}
+
+// New returns a relay; nothing connects until Run.
+func New(cfg Config, src Source, newSink SinkFactory, store checkpoint.Store, mapper *outbox.Mapper, log zerolog.Logger) *Relay {
+	cfg.SetDefaults()
+	return &Relay{cfg: cfg, src: src, newSink: newSink, store: store, mapper: mapper, log: log}
+}
+
+// Run relays until ctx ends (then it drains, saves the final checkpoint and
+// returns nil) or a permanent failure, which it returns.
+func (r *Relay) Run(ctx context.Context) error {
+	return retry.Do(ctx, r.log, r.cfg.Retry, r.session)
+}
+
+// session is one connected run, from the durable checkpoint until ctx ends
+// or something fails.
+func (r *Relay) session(ctx context.Context, healthy func()) error {
+	from := ""
+	cp, err := r.store.Load(ctx)
+	switch {
+	case err == nil:
+		if cp.Source != r.src.Kind() {
+			return backoff.Permanent(fmt.Errorf("the checkpoint holds a %s position (%s) but this relay reads a %s source: point checkpoint.file.path elsewhere", cp.Source, cp.Position, r.src.Kind()))
+		}
+		from = cp.Position
+	case errors.Is(err, checkpoint.ErrNotFound):
+	default:
+		return backoff.Permanent(err)
+	}
+
+	reader, err := r.src.Open(ctx, from)
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
+	snk, err := r.newSink(ctx)
+	if err != nil {
+		return err
+	}
+	healthy()
+
+	tracker := checkpoint.NewTracker[source.Position]()
+	saved := from
+	save := func(ctx context.Context) error {
+		pos, ok := tracker.Watermark()
+		if !ok || pos.String() == saved {
+			return nil
+		}
+		s := pos.String()
+		if err := r.store.Save(ctx, checkpoint.Checkpoint{Source: r.src.Kind(), Position: s, UpdatedAt: time.Now().UTC()}); err != nil {
+			return fmt.Errorf("save checkpoint %s: %w", s, err)
+		}
+		saved = s
+		r.log.Debug().Str("position", s).Msg("checkpoint saved")
+		return reader.Ack(ctx, pos)
+	}
+
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	var saveErr error
+	cpDone := make(chan struct{})
+	go func() {
+		defer close(cpDone)
+		tick := time.NewTicker(r.cfg.CheckpointInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-readCtx.Done():
+				return
+			case <-tick.C:
+			}
+			if tracker.Err() != nil {
+				stopReading()
+				return
+			}
+			if err := save(readCtx); err != nil && readCtx.Err() == nil {
+				saveErr = err
+				stopReading()
+				return
+			}
+		}
+	}()
+
+	readErr := r.pump(readCtx, reader, snk, tracker)
+	stopReading()
+	<-cpDone
+
+	// Drain: every record sent is acknowledged or failed before the final
+	// checkpoint, so that a clean stop leaves nothing to send twice.
+	drained := make(chan struct{})
+	go func() {
+		_ = snk.Close()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-time.After(r.cfg.ShutdownTimeout):
+		r.log.Error().Int("in_flight", tracker.InFlight()).Dur("timeout", r.cfg.ShutdownTimeout).
+			Msg("records still unacknowledged after the shutdown timeout; the checkpoint stays at the last acknowledged transaction")
+	}
+	finalCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := save(finalCtx); err != nil && saveErr == nil {
+		saveErr = err
+	}
+	if saved != "" {
+		r.log.Info().Str("position", saved).Msg("checkpoint at end of session")
+	}
+
+	switch {
+	case tracker.Err() != nil:
+		return fmt.Errorf("kafka did not acknowledge a record: %w", tracker.Err())
+	case saveErr != nil:
+		return saveErr
+	case errors.Is(readErr, context.Canceled) && ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return readErr
+}
+
+// pump moves transactions from the reader to the sink until an error.
+func (r *Relay) pump(ctx context.Context, reader source.Reader, snk sink.Sink, tracker *checkpoint.Tracker[source.Position]) error {
+	var cur *checkpoint.Txn[source.Position]
+	for {
+		tx, err := reader.Next(ctx)
+		if err != nil {
+			return err
+		}
+		if cur == nil {
+			cur = tracker.Begin()
+		}
+		for i := range tx.Rows {
+			rec, err := r.mapper.Map(tx.Rows[i], tx.ID, tx.FirstIndex+i, tx.CommitTime)
+			if err != nil {
+				return backoff.Permanent(fmt.Errorf("%w. The checkpoint stays before this transaction: fix the row or the outbox mapping, then start the relay again", err))
+			}
+			cur.Add(1)
+			if err := snk.Send(ctx, rec, cur.Done); err != nil {
+				cur.Add(-1)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return backoff.Permanent(fmt.Errorf("table %s, transaction at %s, row %d: %w", tx.Rows[i].Table.FullName(), tx.ID, tx.FirstIndex+i, err))
+			}
+		}
+		if tx.End != nil {
+			cur.End(tx.End)
+			cur = nil
+		}
+		if err := tracker.Err(); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,69 @@
+// Package retry runs a long-lived operation again after transient failures,
+// with exponential backoff, logging once per change of state rather than
+// once per attempt. It owns no resources of its own.
+package retry
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/rs/zerolog"
+)
+
+// Op runs until ctx ends or it fails. It calls healthy once it has made
+// progress, which resets the backoff and ends an outage.
+type Op func(ctx context.Context, healthy func()) error
+
+// Policy bounds the backoff. Zero fields take the defaults.
+type Policy struct {
+	Initial time.Duration // default 500ms
+	Max     time.Duration // default 30s
+}
+
+// Do runs op until it returns nil, ctx ends, or it fails permanently
+// (backoff.Permanent), whose cause is returned.
+func Do(ctx context.Context, log zerolog.Logger, p Policy, op Op) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 500 * time.Millisecond
+	if p.Initial > 0 {
+		b.InitialInterval = p.Initial
+	}
+	b.MaxInterval = 30 * time.Second
+	if p.Max > 0 {
+		b.MaxInterval = p.Max
+	}
+	b.MaxElapsedTime = 0 // a relay waits out any outage
+	b.Reset()
+
+	var outage string // the error text of the current outage, if any
+	healthy := func() {
+		b.Reset()
+		if outage != "" {
+			log.Info().Msg("recovered; streaming again")
+			outage = ""
+		}
+	}
+	for {
+		err := op(ctx, healthy)
+		if err == nil || (ctx.Err() != nil && errors.Is(err, context.Canceled)) {
+			return nil
+		}
+		var perm *backoff.PermanentError
+		if errors.As(err, &perm) {
+			return perm.Err
+		}
+		if msg := err.Error(); msg != outage {
+			log.Warn().Err(err).Msg("transient failure; retrying from the last checkpoint with backoff")
+			outage = msg
+		} else {
+			log.Debug().Err(err).Msg("still failing")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(b.NextBackOff()):
+		}
+	}
+}

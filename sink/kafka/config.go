@@ -1,0 +1,131 @@
+// Package kafka is the Kafka sink: an idempotent sarama producer (acks=all)
+// with the Java client's murmur2 partitioner, many records in flight, and a
+// cap on in-flight bytes for backpressure.
+//
+// It owns producer connections; it must not know about sources, mapping or
+// checkpoints: it acknowledges each record through the sink.AckFunc it was
+// given.
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// Config of the Kafka sink.
+type Config struct {
+	// Brokers to bootstrap from, host:port. Required.
+	Brokers []string `yaml:"brokers"`
+	// ClientID sent to the brokers. Default "outboxrelay".
+	ClientID string `yaml:"client_id"`
+	// Version is the Kafka protocol version to speak. Default "2.8.0".
+	Version string `yaml:"version"`
+	// Compression: none, gzip, snappy, lz4 or zstd. Default "lz4".
+	Compression string `yaml:"compression"`
+	// MaxMessageBytes is the largest record the producer sends; keep it at
+	// or below the topics' max.message.bytes. Default 1000000.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxInFlightBytes caps the bytes sent and not yet acknowledged; the
+	// relay stops reading the log while it is reached. Default 64 MiB.
+	MaxInFlightBytes int64 `yaml:"max_in_flight_bytes"`
+	// Linger is how long the producer waits to fill a batch. Default 5ms.
+	Linger time.Duration `yaml:"linger"`
+	// Retries of a failed produce before the relay restarts from its
+	// checkpoint. Default 10.
+	Retries int `yaml:"retries"`
+}
+
+// SetDefaults fills the zero fields with their defaults.
+func (c *Config) SetDefaults() {
+	if c.ClientID == "" {
+		c.ClientID = "outboxrelay"
+	}
+	if c.Version == "" {
+		c.Version = "2.8.0"
+	}
+	if c.Compression == "" {
+		c.Compression = "lz4"
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 1000000
+	}
+	if c.MaxInFlightBytes == 0 {
+		c.MaxInFlightBytes = 64 << 20
+	}
+	if c.Linger == 0 {
+		c.Linger = 5 * time.Millisecond
+	}
+	if c.Retries == 0 {
+		c.Retries = 10
+	}
+}
+
+// Validate names the field at fault.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: required"))
+	}
+	if _, err := sarama.ParseKafkaVersion(c.Version); err != nil {
+		errs = append(errs, fmt.Errorf("version: %w", err))
+	}
+	if _, err := compression(c.Compression); err != nil {
+		errs = append(errs, fmt.Errorf("compression: %w", err))
+	}
+	if c.MaxMessageBytes < 1024 {
+		errs = append(errs, fmt.Errorf("max_message_bytes: %d is too small", c.MaxMessageBytes))
+	}
+	if c.MaxInFlightBytes < int64(c.MaxMessageBytes) {
+		errs = append(errs, fmt.Errorf("max_in_flight_bytes: must be at least max_message_bytes (%d)", c.MaxMessageBytes))
+	}
+	if c.Retries < 1 {
+		errs = append(errs, fmt.Errorf("retries: %d: the idempotent producer needs at least 1", c.Retries))
+	}
+	return errors.Join(errs...)
+}
+
+func compression(s string) (sarama.CompressionCodec, error) {
+	switch s {
+	case "none":
+		return sarama.CompressionNone, nil
+	case "gzip":
+		return sarama.CompressionGZIP, nil
+	case "snappy":
+		return sarama.CompressionSnappy, nil
+	case "lz4":
+		return sarama.CompressionLZ4, nil
+	case "zstd":
+		return sarama.CompressionZSTD, nil
+	}
+	return 0, fmt.Errorf("%q is not one of none, gzip, snappy, lz4, zstd", s)
+}
+
+// saramaConfig builds the producer configuration. Idempotence with one open
+// request per broker keeps per-partition (so per-key) order across retries.
+func (c *Config) saramaConfig() (*sarama.Config, error) {
+	sc := sarama.NewConfig()
+	v, err := sarama.ParseKafkaVersion(c.Version)
+	if err != nil {
+		return nil, err
+	}
+	sc.Version = v
+	sc.ClientID = c.ClientID
+	sc.Net.MaxOpenRequests = 1
+	sc.Producer.Idempotent = true
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Retry.Max = c.Retries
+	sc.Producer.Retry.Backoff = 250 * time.Millisecond
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Producer.Partitioner = NewJavaHashPartitioner
+	sc.Producer.MaxMessageBytes = c.MaxMessageBytes
+	sc.Producer.Flush.Frequency = c.Linger
+	sc.Producer.Flush.Bytes = 512 << 10
+	sc.Producer.Compression, _ = compression(c.Compression)
+	sc.Metadata.Retry.Max = 2
+	sc.ChannelBufferSize = 1024
+	return sc, nil
+}

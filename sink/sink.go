@@ -1,0 +1,49 @@
+// Package sink defines what the relay hands to a message broker: records,
+// and an acknowledgement per record once the broker has durably accepted it.
+//
+// Implementations live in subpackages (sink/kafka). This package must not
+// know about sources, mapping or checkpoints.
+package sink
+
+import "context"
+
+// Header is one record header. Order is kept.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Record is one message to produce.
+type Record struct {
+	Topic   string
+	Key     []byte // nil: no key
+	Value   []byte // nil: tombstone
+	Headers []Header
+	// Timestamp in Unix milliseconds; 0 lets the producer choose.
+	TimestampMs int64
+}
+
+// Size approximates the bytes the record costs in flight.
+func (r *Record) Size() int {
+	n := len(r.Topic) + len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// AckFunc is called exactly once per sent record: err is nil once the broker
+// acknowledged it, else the reason it never will be.
+type AckFunc func(err error)
+
+// Sink produces records. Records sent with the same key are acknowledged, and
+// stored by the broker, in the order they were sent.
+type Sink interface {
+	// Send queues r; it blocks while too much is in flight. ack is called
+	// later from another goroutine. An error means r was not queued and ack
+	// will not be called.
+	Send(ctx context.Context, r Record, ack AckFunc) error
+	// Close waits until every queued record has been acknowledged (or failed)
+	// and releases the producer.
+	Close() error
+}

@@ -1,0 +1,94 @@
+// Package mysql is the MySQL/MariaDB source: it tails the binlog with
+// go-mysql's BinlogSyncer (a replica connection, not polling), decodes only
+// the INSERTs of outbox tables, and hands out committed transactions with the
+// binlog position (and GTID set) at which each ends.
+//
+// It owns binlog connections and positions; it must not know about mapping,
+// Kafka or checkpoint storage.
+package mysql
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/outboxrelay/outboxrelay/schema"
+)
+
+// Config of the MySQL/MariaDB source.
+type Config struct {
+	// Flavor is "mysql" or "mariadb". Default: detected from the server.
+	Flavor string `yaml:"flavor"`
+	// Addr is host:port. Default "127.0.0.1:3306".
+	Addr string `yaml:"addr"`
+	// User needs REPLICATION SLAVE and REPLICATION CLIENT (MySQL) /
+	// BINLOG MONITOR (MariaDB), and SELECT on the outbox tables' metadata.
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// ServerID is this relay's replica id; required and unique among the
+	// server's replicas: two readers with one id disconnect each other.
+	ServerID uint32 `yaml:"server_id"`
+	// Tables lists the outbox tables: "schema.table" or /regexp/ on
+	// "schema.table". Required.
+	Tables []string `yaml:"tables"`
+	// Start says where to begin when no checkpoint exists: "current" (the
+	// server's position now; default), "earliest" (the oldest binlog still
+	// on the server) or a position such as "mysql-bin.000003:1234".
+	Start string `yaml:"start"`
+	// Heartbeat is how often the server sends a heartbeat on an idle
+	// binlog; a connection silent for 3× this long counts as broken.
+	// Default 5s.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+	// ConnectTimeout bounds each connection attempt. Default 10s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+}
+
+// SetDefaults fills the zero fields with their defaults.
+func (c *Config) SetDefaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:3306"
+	}
+	if c.Start == "" {
+		c.Start = "current"
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 5 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+}
+
+// Validate names the field at fault.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.Flavor {
+	case "", "mysql", "mariadb":
+	default:
+		errs = append(errs, fmt.Errorf("flavor: %q is not one of mysql, mariadb", c.Flavor))
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("addr: %q is not host:port", c.Addr))
+	}
+	if c.User == "" {
+		errs = append(errs, errors.New("user: required"))
+	}
+	if c.ServerID == 0 {
+		errs = append(errs, errors.New("server_id: required: choose a number unique among the server's replicas (two binlog readers with one id disconnect each other)"))
+	}
+	if _, err := schema.NewFilter(c.Tables); err != nil {
+		errs = append(errs, fmt.Errorf("tables: %w", err))
+	}
+	switch c.Start {
+	case "current", "earliest":
+	default:
+		if _, err := ParsePosition(c.Start); err != nil {
+			errs = append(errs, fmt.Errorf("start: want current, earliest or a position: %w", err))
+		}
+	}
+	if c.Heartbeat < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("heartbeat: %s is too short (min 100ms)", c.Heartbeat))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,101 @@
+package mysql
+
+import (
+	"testing"
+)
+
+func TestParsePosition(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    Position
+		wantErr bool
+	}{
+		{in: "mysql-bin.000003:1234", want: Position{File: "mysql-bin.000003", Offset: 1234}},
+		{in: "mysql-bin.000003:4@0-1-55", want: Position{File: "mysql-bin.000003", Offset: 4, GTID: "0-1-55"}},
+		{in: "binlog.000001:157@3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5,ab:1",
+			want: Position{File: "binlog.000001", Offset: 157, GTID: "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5,ab:1"}},
+		{in: "", wantErr: true},
+		{in: "mysql-bin.000003", wantErr: true},
+		{in: "mysql-bin.000003:", wantErr: true},
+		{in: ":12", wantErr: true},
+		{in: "mysql-bin.000003:-1", wantErr: true},
+		{in: "mysql-bin.000003:99999999999", wantErr: true},
+		{in: "mysql-bin:12", wantErr: true},
+		{in: "mysql-bin.x:12", wantErr: true},
+		{in: "mysql-bin.000003:12@", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			got, err := ParsePosition(tt.in)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("ParsePosition(%q) = %v, want error", tt.in, got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParsePosition(%q): %v", tt.in, err)
+			}
+			if got != tt.want {
+				t.Fatalf("ParsePosition(%q) = %#v, want %#v", tt.in, got, tt.want)
+			}
+			if got.String() != tt.in {
+				t.Fatalf("String() = %q, want %q", got.String(), tt.in)
+			}
+		})
+	}
+}
+
+func TestPositionCompare(t *testing.T) {
+	t.Parallel()
+	p := func(s string) Position {
+		x, err := ParsePosition(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"b.000001:4", "b.000001:4", 0},
+		{"b.000001:4", "b.000001:5", -1},
+		{"b.000002:4", "b.000001:900", 1},
+		{"b.000009:4", "b.000010:4", -1},
+		{"b.999999:4", "b.1000000:4", -1}, // sequence numbers grow past six digits
+	}
+	for _, tt := range tests {
+		got, err := p(tt.a).Compare(p(tt.b))
+		if err != nil || got != tt.want {
+			t.Errorf("Compare(%s, %s) = %d, %v; want %d", tt.a, tt.b, got, err, tt.want)
+		}
+	}
+	if _, err := p("a.000001:4").Compare(p("b.000001:4")); err == nil {
+		t.Error("Compare across binlog names: want error")
+	}
+}
+
+func FuzzParsePosition(f *testing.F) {
+	for _, s := range []string{"mysql-bin.000003:1234", "b.1:4@0-1-5", "x:y", "@", ":", "a.1:1@a:1-3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParsePosition(s)
+		if err != nil {
+			return
+		}
+		q, err := ParsePosition(p.String())
+		if err != nil {
+			t.Fatalf("re-parse of %q (from %q): %v", p.String(), s, err)
+		}
+		if p != q {
+			t.Fatalf("round trip of %q: %#v != %#v", s, p, q)
+		}
+		if c, err := p.Compare(q); err != nil || c != 0 {
+			t.Fatalf("Compare with itself: %d, %v", c, err)
+		}
+	})
+}

@@ -1,0 +1,400 @@
+package mysql
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/outboxrelay/outboxrelay/schema"
+	"github.com/outboxrelay/outboxrelay/source"
+)
+
+// Kind is the source kind stored in checkpoints.
+const Kind = "mysql"
+
+// pieceRows bounds the rows of one transaction held in memory: larger
+// transactions are handed out in pieces of this many rows.
+const pieceRows = 2048
+
+// Reader streams committed transactions from the binlog.
+type Reader struct {
+	cfg    Config
+	log    zerolog.Logger
+	filter *schema.Filter
+	si     serverInfo
+
+	syncer   *replication.BinlogSyncer
+	streamer *replication.BinlogStreamer
+
+	// decideMu guards decisions and decodeErr, used by the decode hook
+	// on the syncer's goroutine.
+	decideMu  sync.Mutex
+	decisions map[uint64]decision
+	decodeErr error
+
+	tables map[*replication.TableMapEvent]*schema.Table
+	known  map[string]*schema.Table // by full name: reused while columns match
+
+	file string          // current binlog file
+	gset gomysql.GTIDSet // executed set; nil when not tracked
+
+	// The transaction being read.
+	inTx     bool // a GTID or BEGIN event opened it
+	began    bool // BEGIN seen: the transaction ends at XID/COMMIT
+	txID     string
+	index    int
+	rows     []source.Row
+	mysqlGID *replication.GTIDEvent
+	mariaGID *gomysql.MariadbGTID
+}
+
+type decision struct {
+	schema, table []byte
+	include       bool
+}
+
+// Open connects, checks the server, and starts streaming right after from
+// (a checkpoint's position text), or where cfg.Start says when from is "".
+func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Reader, error) {
+	cfg.SetDefaults()
+	filter, err := schema.NewFilter(cfg.Tables)
+	if err != nil {
+		return nil, backoff.Permanent(fmt.Errorf("source.mysql.tables: %w", err))
+	}
+	conn, err := connect(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	si, err := inspect(conn, &cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	var start Position
+	switch {
+	case from != "":
+		if start, err = ParsePosition(from); err != nil {
+			return nil, backoff.Permanent(fmt.Errorf("stored checkpoint: %w", err))
+		}
+	case cfg.Start == "current":
+		if start, err = currentPosition(conn, si); err != nil {
+			return nil, err
+		}
+	case cfg.Start == "earliest":
+		logs, err := binaryLogs(conn)
+		if err != nil {
+			return nil, err
+		}
+		if len(logs) == 0 {
+			return nil, backoff.Permanent(errors.New("the server has no binary logs"))
+		}
+		// GTIDs are not tracked from here: the set at the start of the
+		// oldest log is not known.
+		start = Position{File: logs[0].name, Offset: 4}
+	default:
+		if start, err = ParsePosition(cfg.Start); err != nil {
+			return nil, backoff.Permanent(fmt.Errorf("source.mysql.start: %w", err))
+		}
+	}
+	if err := checkServable(conn, start); err != nil {
+		return nil, err
+	}
+
+	r := &Reader{
+		cfg:       cfg,
+		log:       log,
+		filter:    filter,
+		si:        si,
+		decisions: make(map[uint64]decision),
+		tables:    make(map[*replication.TableMapEvent]*schema.Table),
+		known:     make(map[string]*schema.Table),
+		file:      start.File,
+	}
+	host, portStr, _ := net.SplitHostPort(cfg.Addr)
+	port, _ := strconv.ParseUint(portStr, 10, 16)
+	r.syncer = replication.NewBinlogSyncer(replication.BinlogSyncerConfig{
+		ServerID:        cfg.ServerID,
+		Flavor:          si.flavor,
+		Host:            host,
+		Port:            uint16(port),
+		User:            cfg.User,
+		Password:        cfg.Password,
+		HeartbeatPeriod: cfg.Heartbeat,
+		ReadTimeout:     3 * cfg.Heartbeat,
+		// Reconnecting is the relay's job: it restarts from the durable
+		// checkpoint with backoff and logs once per outage.
+		DisableRetrySync:    true,
+		RowsEventDecodeFunc: r.decodeRows,
+		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+
+	if start.GTID != "" && si.gtidEnabled {
+		gset, err := gomysql.ParseGTIDSet(si.flavor, start.GTID)
+		if err != nil {
+			r.syncer.Close()
+			return nil, backoff.Permanent(fmt.Errorf("position %s: bad %s GTID set: %w", start, si.flavor, err))
+		}
+		r.gset = gset.Clone()
+		r.streamer, err = r.syncer.StartSyncGTID(gset)
+		if err != nil {
+			r.syncer.Close()
+			return nil, fmt.Errorf("start binlog stream at GTID set %s: %w", start.GTID, err)
+		}
+	} else {
+		r.streamer, err = r.syncer.StartSync(gomysql.Position{Name: start.File, Pos: start.Offset})
+		if err != nil {
+			r.syncer.Close()
+			return nil, fmt.Errorf("start binlog stream at %s: %w", start, err)
+		}
+	}
+	r.txID = start.String()
+	log.Info().Str("position", start.String()).Str("server", si.version).Bool("gtid", r.gset != nil).Msg("streaming binlog")
+	return r, nil
+}
+
+// decodeRows runs on the syncer's goroutine for every rows event. It decodes
+// the rows only of INSERTs into outbox tables; the others cost a header parse.
+func (r *Reader) decodeRows(e *replication.RowsEvent, data []byte) error {
+	pos, err := e.DecodeHeader(data)
+	if err != nil {
+		return err
+	}
+	if e.Type() != replication.EnumRowsEventTypeInsert {
+		return nil
+	}
+	t := e.Table
+	r.decideMu.Lock()
+	d, ok := r.decisions[e.TableID]
+	if !ok || !bytes.Equal(d.schema, t.Schema) || !bytes.Equal(d.table, t.Table) {
+		d = decision{
+			schema:  bytes.Clone(t.Schema),
+			table:   bytes.Clone(t.Table),
+			include: r.filter.Match(string(t.Schema), string(t.Table)),
+		}
+		r.decisions[e.TableID] = d
+	}
+	if d.include && len(t.ColumnName) == 0 {
+		err := backoff.Permanent(fmt.Errorf("table %s.%s: the binlog carries no column names: set binlog_row_metadata=FULL on the server (MySQL ≥ 8.0.1, MariaDB ≥ 10.5)", t.Schema, t.Table))
+		r.decodeErr = err
+		r.decideMu.Unlock()
+		return err
+	}
+	r.decideMu.Unlock()
+	if !d.include {
+		return nil
+	}
+	return e.DecodeData(pos, data)
+}
+
+// Next returns the next committed transaction (or piece of one).
+func (r *Reader) Next(ctx context.Context) (*source.Tx, error) {
+	for {
+		ev, err := r.streamer.GetEvent(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			r.decideMu.Lock()
+			derr := r.decodeErr
+			r.decideMu.Unlock()
+			if derr != nil {
+				return nil, derr
+			}
+			return nil, r.streamError(err)
+		}
+		tx, err := r.handle(ev)
+		if err != nil || tx != nil {
+			return tx, err
+		}
+	}
+}
+
+// streamError classifies an error from the binlog stream.
+func (r *Reader) streamError(err error) error {
+	var me *gomysql.MyError
+	if errors.As(err, &me) && me.Code == gomysql.ER_MASTER_FATAL_ERROR_READING_BINLOG {
+		return backoff.Permanent(fmt.Errorf("the server cannot send the binlog from the relay's position (the log may have been purged): %s; see `outboxrelay checkpoint show` and docs/operations.md", me.Message))
+	}
+	if strings.Contains(err.Error(), "A slave with the same server_uuid/server_id") || (errors.As(err, &me) && me.Code == 1236 && strings.Contains(me.Message, "server_id")) {
+		return fmt.Errorf("another replica uses server_id %d: give each relay a unique source.mysql.server_id: %w", r.cfg.ServerID, err)
+	}
+	return fmt.Errorf("binlog stream: %w", err)
+}
+
+func (r *Reader) handle(ev *replication.BinlogEvent) (*source.Tx, error) {
+	h := ev.Header
+	switch e := ev.Event.(type) {
+	case *replication.RotateEvent:
+		r.file = string(e.NextLogName)
+	case *replication.GTIDEvent:
+		r.begin(h)
+		if !bytes.Equal(e.SID, make([]byte, len(e.SID))) { // anonymous GTIDs have a zero SID
+			r.mysqlGID = e
+		}
+	case *replication.MariadbGTIDEvent:
+		r.begin(h)
+		g := e.GTID
+		r.mariaGID = &g
+	case *replication.QueryEvent:
+		q := string(e.Query)
+		switch {
+		case q == "BEGIN":
+			if !r.inTx {
+				r.begin(h)
+			}
+			r.began = true
+		case q == "COMMIT" || !r.began:
+			// COMMIT ends a non-transactional engine's transaction; any
+			// other statement outside BEGIN (DDL) is a transaction alone.
+			if !r.inTx {
+				r.begin(h)
+			}
+			return r.end(h)
+		}
+	case *replication.XIDEvent:
+		if !r.inTx {
+			r.begin(h)
+		}
+		return r.end(h)
+	case *replication.RowsEvent:
+		if e.Rows == nil { // not decoded: not an outbox INSERT
+			return nil, nil
+		}
+		if !r.inTx {
+			r.begin(h)
+		}
+		t := r.table(e.Table)
+		for _, vals := range e.Rows {
+			r.rows = append(r.rows, source.Row{Table: t, Values: vals})
+		}
+		if len(r.rows) >= pieceRows {
+			tx := &source.Tx{ID: r.txID, FirstIndex: r.index, Rows: r.rows}
+			r.index += len(r.rows)
+			r.rows = nil
+			return tx, nil
+		}
+	}
+	return nil, nil
+}
+
+// begin opens a transaction at the event whose header is h.
+func (r *Reader) begin(h *replication.EventHeader) {
+	r.inTx, r.began = true, false
+	r.index = 0
+	r.rows = nil
+	r.mysqlGID, r.mariaGID = nil, nil
+	r.txID = Position{File: r.file, Offset: h.LogPos - h.EventSize}.String()
+}
+
+// end closes the transaction at the event whose header is h.
+func (r *Reader) end(h *replication.EventHeader) (*source.Tx, error) {
+	if r.gset != nil {
+		switch {
+		case r.mysqlGID != nil:
+			u, err := uuid.FromBytes(r.mysqlGID.SID)
+			if err != nil {
+				return nil, fmt.Errorf("GTID event at %s:%d: %w", r.file, h.LogPos, err)
+			}
+			r.gset.(*gomysql.MysqlGTIDSet).AddGTID(u, r.mysqlGID.GNO)
+		case r.mariaGID != nil:
+			if err := r.gset.(*gomysql.MariadbGTIDSet).AddSet(r.mariaGID); err != nil {
+				return nil, fmt.Errorf("GTID event at %s:%d: %w", r.file, h.LogPos, err)
+			}
+		}
+	}
+	end := Position{File: r.file, Offset: h.LogPos}
+	if r.gset != nil {
+		end.GTID = r.gset.String()
+	}
+	tx := &source.Tx{
+		ID:         r.txID,
+		FirstIndex: r.index,
+		Rows:       r.rows,
+		End:        end,
+		CommitTime: time.Unix(int64(h.Timestamp), 0),
+	}
+	r.inTx, r.began = false, false
+	r.rows = nil
+	r.index = 0
+	return tx, nil
+}
+
+// table returns the *schema.Table for a table map, reusing the previous one
+// while the layout is unchanged so that per-table caches downstream hold.
+func (r *Reader) table(tm *replication.TableMapEvent) *schema.Table {
+	if t, ok := r.tables[tm]; ok {
+		return t
+	}
+	name := string(tm.Schema) + "." + string(tm.Table)
+	t := r.known[name]
+	if t == nil || !sameColumns(t.Columns, tm.ColumnName) {
+		cols := make([]string, len(tm.ColumnName))
+		for i, c := range tm.ColumnName {
+			cols[i] = string(c)
+		}
+		t = &schema.Table{Schema: string(tm.Schema), Name: string(tm.Table), Columns: cols}
+		r.known[name] = t
+	}
+	// Table map events are new objects per transaction: keep the map small.
+	if len(r.tables) > 4096 {
+		clear(r.tables)
+	}
+	r.tables[tm] = t
+	return t
+}
+
+func sameColumns(have []string, names [][]byte) bool {
+	if len(have) != len(names) {
+		return false
+	}
+	for i, n := range names {
+		if have[i] != string(n) {
+			return false
+		}
+	}
+	return true
+}
+
+// Ack is a no-op: a MySQL server keeps no per-replica position.
+func (r *Reader) Ack(context.Context, source.Position) error { return nil }
+
+// Close stops the binlog stream.
+func (r *Reader) Close() error {
+	r.syncer.Close()
+	return nil
+}
+
+// Source opens Readers with one configuration; it is what the relay
+// restarts after a failure.
+type Source struct {
+	cfg Config
+	log zerolog.Logger
+}
+
+// NewSource returns a Source; nothing connects until Open.
+func NewSource(cfg Config, log zerolog.Logger) *Source {
+	return &Source{cfg: cfg, log: log.With().Str("component", "source.mysql").Logger()}
+}
+
+// Kind implements relay.Source.
+func (s *Source) Kind() string { return Kind }
+
+// Open implements relay.Source.
+func (s *Source) Open(ctx context.Context, from string) (source.Reader, error) {
+	return Open(ctx, s.cfg, s.log, from)
+}

@@ -1,0 +1,177 @@
+package mysql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-mysql-org/go-mysql/client"
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+)
+
+// serverInfo is what the relay needs to know about the server before it
+// streams.
+type serverInfo struct {
+	flavor      string
+	version     string
+	gtidEnabled bool
+	// rowMetadata is binlog_row_metadata ("" when the server has no such
+	// variable, i.e. never sends column names).
+	rowMetadata string
+}
+
+// connect opens a plain (non-replication) connection for metadata queries.
+func connect(ctx context.Context, cfg *Config) (*client.Conn, error) {
+	conn, err := client.ConnectWithContext(ctx, cfg.Addr, cfg.User, cfg.Password, "", cfg.ConnectTimeout,
+		// go-mysql asks for collation 255, which MariaDB does not know and
+		// answers with a silent fallback that garbles UTF-8.
+		func(c *client.Conn) error { return c.SetCollation("utf8mb4_general_ci") })
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s as %s: %w", cfg.Addr, cfg.User, err)
+	}
+	return conn, nil
+}
+
+func queryString(conn *client.Conn, q string) (string, error) {
+	r, err := conn.Execute(q)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", q, err)
+	}
+	defer r.Close()
+	if r.RowNumber() == 0 {
+		return "", nil
+	}
+	v, err := r.GetString(0, 0)
+	// go-mysql's strings point into a pooled buffer that Close recycles.
+	return strings.Clone(v), err
+}
+
+// inspect reads the server settings and refuses those the relay cannot work
+// with, naming the setting to change.
+func inspect(conn *client.Conn, cfg *Config) (serverInfo, error) {
+	var si serverInfo
+	var err error
+	if si.version, err = queryString(conn, "SELECT VERSION()"); err != nil {
+		return si, err
+	}
+	si.flavor = gomysql.MySQLFlavor
+	if strings.Contains(strings.ToLower(si.version), "mariadb") {
+		si.flavor = gomysql.MariaDBFlavor
+	}
+	if cfg.Flavor != "" && cfg.Flavor != si.flavor {
+		return si, backoff.Permanent(fmt.Errorf("source.mysql.flavor is %q but the server at %s is %s (%s)", cfg.Flavor, cfg.Addr, si.flavor, si.version))
+	}
+	vars := map[string]string{}
+	r, err := conn.Execute("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin','binlog_format','binlog_row_image','binlog_row_metadata','gtid_mode')")
+	if err != nil {
+		return si, fmt.Errorf("read server variables: %w", err)
+	}
+	for i := 0; i < r.RowNumber(); i++ {
+		k, _ := r.GetString(i, 0)
+		v, _ := r.GetString(i, 1)
+		// Clone: go-mysql strings point into a buffer that Close recycles.
+		vars[strings.Clone(strings.ToLower(k))] = strings.Clone(strings.ToUpper(v))
+	}
+	r.Close()
+	var problems []string
+	if vars["log_bin"] != "ON" && vars["log_bin"] != "1" {
+		problems = append(problems, "binary logging is off: start the server with --log-bin")
+	}
+	if vars["binlog_format"] != "ROW" {
+		problems = append(problems, fmt.Sprintf("binlog_format is %q: set binlog_format=ROW", vars["binlog_format"]))
+	}
+	if vars["binlog_row_image"] != "FULL" {
+		problems = append(problems, fmt.Sprintf("binlog_row_image is %q: set binlog_row_image=FULL (with MINIMAL/NOBLOB an INSERT may omit columns)", vars["binlog_row_image"]))
+	}
+	si.rowMetadata = vars["binlog_row_metadata"]
+	if si.rowMetadata != "FULL" {
+		problems = append(problems, fmt.Sprintf("binlog_row_metadata is %q: set binlog_row_metadata=FULL (MySQL ≥ 8.0.1, MariaDB ≥ 10.5) so the binlog carries column names", si.rowMetadata))
+	}
+	if len(problems) > 0 {
+		return si, backoff.Permanent(fmt.Errorf("server %s cannot feed the relay: %s", cfg.Addr, strings.Join(problems, "; ")))
+	}
+	// MariaDB always writes GTIDs; MySQL only with gtid_mode=ON.
+	si.gtidEnabled = si.flavor == gomysql.MariaDBFlavor || vars["gtid_mode"] == "ON"
+	return si, nil
+}
+
+// binlogFile is one entry of SHOW BINARY LOGS.
+type binlogFile struct {
+	name string
+	size uint64
+}
+
+func binaryLogs(conn *client.Conn) ([]binlogFile, error) {
+	r, err := conn.Execute("SHOW BINARY LOGS")
+	if err != nil {
+		return nil, fmt.Errorf("SHOW BINARY LOGS (needs REPLICATION CLIENT on MySQL, BINLOG MONITOR on MariaDB): %w", err)
+	}
+	defer r.Close()
+	out := make([]binlogFile, 0, r.RowNumber())
+	for i := 0; i < r.RowNumber(); i++ {
+		name, _ := r.GetString(i, 0)
+		size, _ := r.GetUint(i, 1)
+		out = append(out, binlogFile{name: strings.Clone(name), size: size})
+	}
+	return out, nil
+}
+
+// currentPosition returns the server's binlog position now, with its
+// executed GTID set when GTIDs are on. The file/offset is read before the
+// GTID set, so a transaction committed in between is in both, never in
+// neither.
+func currentPosition(conn *client.Conn, si serverInfo) (Position, error) {
+	var p Position
+	q := "SHOW MASTER STATUS"
+	r, err := conn.Execute(q)
+	if err != nil {
+		return p, fmt.Errorf("%s (needs REPLICATION CLIENT on MySQL, BINLOG MONITOR on MariaDB): %w", q, err)
+	}
+	if r.RowNumber() == 0 {
+		r.Close()
+		return p, backoff.Permanent(errors.New("SHOW MASTER STATUS is empty: binary logging is off"))
+	}
+	file, _ := r.GetString(0, 0)
+	p.File = strings.Clone(file)
+	off, _ := r.GetUint(0, 1)
+	r.Close()
+	p.Offset = uint32(off)
+	if si.gtidEnabled {
+		if p.GTID, err = executedGTID(conn, si.flavor); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+func executedGTID(conn *client.Conn, flavor string) (string, error) {
+	if flavor == gomysql.MariaDBFlavor {
+		return queryString(conn, "SELECT @@GLOBAL.gtid_binlog_pos")
+	}
+	s, err := queryString(conn, "SELECT @@GLOBAL.gtid_executed")
+	return strings.ReplaceAll(s, "\n", ""), err
+}
+
+// checkServable verifies that the server still has the binlog at p, so the
+// relay never silently skips to another position.
+func checkServable(conn *client.Conn, p Position) error {
+	logs, err := binaryLogs(conn)
+	if err != nil {
+		return err
+	}
+	for _, f := range logs {
+		if f.name == p.File {
+			if uint64(p.Offset) > f.size {
+				return backoff.Permanent(fmt.Errorf("position %s is beyond the end of %s (%d bytes): the checkpoint does not belong to this server; set a valid one with `outboxrelay checkpoint set`", p, f.name, f.size))
+			}
+			return nil
+		}
+	}
+	have := "none"
+	if len(logs) > 0 {
+		have = logs[0].name + " … " + logs[len(logs)-1].name
+	}
+	return backoff.Permanent(fmt.Errorf("position %s: binlog file %s is no longer on the server (it has %s): events after the checkpoint were purged before the relay read them. Either restore them (replay from a backup) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p, p.File, have))
+}
