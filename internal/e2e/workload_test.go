@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"fmt"
 	"math/rand"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -254,6 +257,37 @@ func verifyExactlyOnce(t testing.TB, got []devbroker.Record, want []event) {
 type runningRelay struct {
 	cancel context.CancelFunc
 	done   chan error
+	logs   *syncBuffer
+}
+
+// syncBuffer collects log output written from many goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitLog waits until the relay has logged a line containing s.
+func (rr *runningRelay) waitLog(t testing.TB, s string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(rr.logs.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("relay did not log %q within 30s; logs:\n%s", s, rr.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func startRelay(t testing.TB, yaml string) *runningRelay {
@@ -262,13 +296,14 @@ func startRelay(t testing.TB, yaml string) *runningRelay {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	logs := &syncBuffer{}
+	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), logs)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	r, store, err := cli.Build(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	rr := &runningRelay{cancel: cancel, done: make(chan error, 1)}
+	rr := &runningRelay{cancel: cancel, done: make(chan error, 1), logs: logs}
 	go func() {
 		err := r.Run(ctx)
 		store.Close()
