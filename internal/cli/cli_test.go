@@ -40,7 +40,9 @@ func TestConfigErrorsExitNonZero(t *testing.T) {
 		{"missing server_id", func(s string) string { return strings.Replace(s, "    server_id: 9\n", "", 1) }, nil, []string{"source.mysql.server_id"}},
 		{"bad regex", func(s string) string { return strings.Replace(s, "[shop.outbox]", `["/shop\\.(outbox/"]`, 1) }, nil, []string{"source.mysql.tables", "regular expression"}},
 		{"unknown env var", func(s string) string { return s }, []string{"OUTBOXRELAY_KAFKA_BROKRES=x"}, []string{"OUTBOXRELAY_KAFKA_BROKRES"}},
-		{"bad start position", func(s string) string { return strings.Replace(s, "    server_id: 9", "    server_id: 9\n    start: yesterday", 1) }, nil, []string{"source.mysql.start"}},
+		{"bad start position", func(s string) string {
+			return strings.Replace(s, "    server_id: 9", "    server_id: 9\n    start: yesterday", 1)
+		}, nil, []string{"source.mysql.start"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
