@@ -1,0 +1,19 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: a static outboxrelay binary on a distroless base, run as
+# a non-root user. The development broker (cmd/devkafka) is not included.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/outboxrelay/outboxrelay/internal/cli.Version=${VERSION}" \
+    -o /out/outboxrelay ./cmd/outboxrelay
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/outboxrelay /usr/local/bin/outboxrelay
+# The checkpoint directory must be a volume owned by the nonroot user (65532).
+VOLUME ["/var/lib/outboxrelay"]
+USER nonroot:nonroot
+ENTRYPOINT ["/usr/local/bin/outboxrelay"]
+CMD ["run", "--config", "/etc/outboxrelay/config.yaml"]

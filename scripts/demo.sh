@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The outboxrelay demo, end to end, on a fresh machine:
+#   1. builds outboxrelay and the development broker (devkafka, kfake-based),
+#   2. starts a private MariaDB (scripts/mariadb.sh) and devkafka,
+#   3. creates shop.orders and shop.outbox, starts the relay,
+#   4. writes orders with their outbox events in transactions — including one
+#      rolled back and one whose outbox row is inserted and deleted again —,
+#   5. prints the Kafka records that arrived and the relay's checkpoint,
+#   6. stops the relay with SIGTERM and cleans everything up.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+log() { printf '\033[1;34m== %s\033[0m\n' "$*" >&2; }
+
+command -v go >/dev/null || { echo "demo: Go is not installed (expected /usr/local/go/bin/go)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/outboxrelay-demo.XXXXXX)
+relay_pid="" broker_pid=""
+cleanup() {
+	set +e
+	[[ -n $relay_pid ]] && kill "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
+	[[ -n $broker_pid ]] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+	bash scripts/mariadb.sh stop "$work/mariadb" >/dev/null 2>&1
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+log "building outboxrelay and devkafka"
+go build -o "$work/bin/outboxrelay" ./cmd/outboxrelay
+go build -o "$work/bin/devkafka" ./cmd/devkafka
+
+log "starting a private MariaDB (binlog ROW, FULL row image and metadata)"
+eval "$(bash scripts/mariadb.sh start "$work/mariadb")"
+host=${RELAYTEST_MARIADB_ADDR%:*} port=${RELAYTEST_MARIADB_ADDR##*:}
+sql() { mariadb --protocol=tcp -h "$host" -P "$port" -u root --default-character-set=utf8mb4 "$@"; }
+
+log "starting the development Kafka broker"
+"$work/bin/devkafka" serve --listen 127.0.0.1:0 --partitions 3 >"$work/devkafka.out" 2>"$work/devkafka.err" &
+broker_pid=$!
+for _ in $(seq 100); do grep -q 'listening on' "$work/devkafka.out" 2>/dev/null && break; sleep 0.1; done
+broker=$(sed -n 's/^devkafka listening on //p' "$work/devkafka.out")
+[[ -n $broker ]] || { cat "$work/devkafka.err" >&2; echo "demo: devkafka did not start" >&2; exit 1; }
+echo "broker at $broker" >&2
+
+log "creating shop.orders and shop.outbox"
+sql <<'SQL'
+CREATE DATABASE shop;
+CREATE TABLE shop.orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, customer VARCHAR(64) NOT NULL, total DECIMAL(10,2) NOT NULL);
+CREATE TABLE shop.outbox (
+  id VARCHAR(36) NOT NULL PRIMARY KEY,
+  aggregatetype VARCHAR(255) NOT NULL,
+  aggregateid VARCHAR(255) NOT NULL,
+  type VARCHAR(255) NOT NULL,
+  payload LONGTEXT,
+  created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6));
+SQL
+
+cat >"$work/relay.yaml" <<YAML
+source:
+  type: mysql
+  mysql:
+    addr: $RELAYTEST_MARIADB_ADDR
+    user: root
+    server_id: 4001
+    tables: [shop.outbox]
+    start: current
+kafka:
+  brokers: [$broker]
+checkpoint:
+  file:
+    path: $work/checkpoint.json
+log:
+  format: console
+YAML
+
+log "starting the relay: outboxrelay run --config relay.yaml"
+"$work/bin/outboxrelay" run --config "$work/relay.yaml" 2>"$work/relay.log" &
+relay_pid=$!
+for _ in $(seq 100); do grep -q 'streaming binlog' "$work/relay.log" && break; sleep 0.1; done
+grep -q 'streaming binlog' "$work/relay.log" || { cat "$work/relay.log" >&2; echo "demo: the relay did not start" >&2; exit 1; }
+
+log "writing orders and their outbox events"
+sql shop <<'SQL'
+-- Order 1: the order and its event commit together.
+BEGIN;
+INSERT INTO orders (customer, total) VALUES ('Zoë', 42.50);
+INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
+  VALUES (UUID(), 'order', LAST_INSERT_ID(), 'OrderCreated', '{"customer":"Zoë","total":42.50}');
+COMMIT;
+-- Order 2: two events in one transaction (same key: same partition, in order).
+BEGIN;
+INSERT INTO orders (customer, total) VALUES ('Ada', 7.00);
+SET @o = LAST_INSERT_ID();
+INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
+  VALUES (UUID(), 'order', @o, 'OrderCreated', '{"customer":"Ada","total":7.00}'),
+         (UUID(), 'order', @o, 'OrderPaid', '{"amount":7.00}');
+COMMIT;
+-- Rolled back: neither the order nor its event may appear.
+BEGIN;
+INSERT INTO orders (customer, total) VALUES ('Rollback', 1.00);
+INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
+  VALUES (UUID(), 'order', LAST_INSERT_ID(), 'OrderCreated', '{"customer":"Rollback"}');
+ROLLBACK;
+-- Insert + delete in one transaction (keeps the outbox table empty): the
+-- event is still delivered, exactly once.
+BEGIN;
+INSERT INTO orders (customer, total) VALUES ('Grace', 99.90);
+INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
+  VALUES ('11111111-2222-3333-4444-555555555555', 'customer', 'grace', 'CustomerOrdered', '{"customer":"Grace","total":99.90}');
+DELETE FROM outbox WHERE id = '11111111-2222-3333-4444-555555555555';
+COMMIT;
+SQL
+
+log "records in Kafka (devkafka consume --topics 'outbox\\.event\\..*')"
+"$work/bin/devkafka" consume --brokers "$broker" --topics '^outbox\.event\..*' --idle 3s --max 4
+
+log "stopping the relay with SIGTERM (drains, writes the final checkpoint, exits 0)"
+kill -TERM "$relay_pid"
+status=0
+wait "$relay_pid" || status=$?
+relay_pid=""
+echo "relay exit status: $status" >&2
+
+log "the relay's checkpoint: outboxrelay checkpoint show"
+"$work/bin/outboxrelay" checkpoint show --config "$work/relay.yaml"
+
+log "relay log"
+cat "$work/relay.log" >&2
+[[ $status -eq 0 ]]
