@@ -1,0 +1,39 @@
+package e2e
+
+import (
+	"testing"
+
+	"github.com/outboxrelay/outboxrelay/internal/testdb"
+	"github.com/outboxrelay/outboxrelay/source/mysql"
+)
+
+func mysqlCompare(a, b string) (int, error) {
+	pa, err := mysql.ParsePosition(a)
+	if err != nil {
+		return 0, err
+	}
+	pb, err := mysql.ParsePosition(b)
+	if err != nil {
+		return 0, err
+	}
+	return pa.Compare(pb)
+}
+
+// TestIntegrationCrashMySQL kills the relay binary with SIGKILL at random
+// moments and at failpoints while rows are written, including inside a
+// 50,000-row transaction: 0 lost, 0 per-key order violations, and
+// duplicates only of records after the checkpoint each run restarted from.
+func TestIntegrationCrashMySQL(t *testing.T) {
+	t.Parallel()
+	db := testdb.MariaDB(t)
+	db.Exec(t, mysqlSchema, mysqlNoise)
+	start := db.Position(t)
+	runCrashHarness(t, crashTarget{
+		yaml: func(broker, cpPath string) string {
+			return mysqlRelayConfig(db, broker, cpPath, start)
+		},
+		dialect:        func(t testing.TB) dialect { return mysqlDialect(db.Conn(t)) },
+		serverPosition: db.Position,
+		compare:        mysqlCompare,
+	})
+}

@@ -1,0 +1,385 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/checkpoint/file"
+	"github.com/outboxrelay/outboxrelay/internal/devbroker"
+	"github.com/outboxrelay/outboxrelay/internal/outbox"
+)
+
+// The crash harness runs the real outboxrelay binary (built with the
+// failpoints tag) as a child process while a writer inserts outbox rows with
+// a per-aggregate sequence number, and kills it with SIGKILL over and over:
+// at random moments and at chosen points (failpoints). After a final clean
+// run it reads everything from Kafka and counts lost records, duplicates,
+// per-key order violations, and duplicates of records from before the
+// checkpoint the relay restarted from (which must never happen).
+
+// crashTarget adapts the harness to one source.
+type crashTarget struct {
+	// yaml returns the relay's config for a broker and checkpoint path.
+	yaml func(broker, cpPath string) string
+	// conn returns a fresh dialect (connection) for the writer.
+	dialect func(t testing.TB) dialect
+	// serverPosition returns the end of the log now, in checkpoint form.
+	serverPosition func(t testing.TB) string
+	// compare orders two positions (checkpoint or header text).
+	compare func(a, b string) (int, error)
+}
+
+// crashCycles is 50 by default; RELAYTEST_CRASH_CYCLES=200 for a long run.
+func crashCycles(t testing.TB) int {
+	if s := os.Getenv("RELAYTEST_CRASH_CYCLES"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 4 {
+			t.Fatalf("RELAYTEST_CRASH_CYCLES=%q: want a number ≥ 4", s)
+		}
+		return n
+	}
+	return 50
+}
+
+// relayBinary builds cmd/outboxrelay with failpoints compiled in.
+func relayBinary(t testing.TB) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go"
+	}
+	out := filepath.Join(t.TempDir(), "outboxrelay")
+	cmd := exec.Command(goBin, "build", "-tags", "failpoints", "-o", out, "./cmd/outboxrelay")
+	cmd.Dir = "../.."
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build relay: %v\n%s", err, b)
+	}
+	return out
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// kill is what the harness knew right after one SIGKILL.
+type kill struct {
+	mode       string
+	checkpoint string                   // durable checkpoint after the kill ("" if none yet)
+	ends       map[topicPartition]int64 // next offset per partition after the kill
+}
+
+type child struct {
+	cmd  *exec.Cmd
+	done chan error
+	log  string
+}
+
+func startChild(t testing.TB, bin, cfgPath, failpoints, logPath string) *child {
+	t.Helper()
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), "RELAY_FAILPOINTS="+failpoints)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, done: make(chan error, 1), log: logPath}
+	go func() {
+		c.done <- cmd.Wait()
+		f.Close()
+	}()
+	return c
+}
+
+func endOffsets(t testing.TB, broker string) map[topicPartition]int64 {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_8_0_0
+	client, err := sarama.NewClient([]string{broker}, cfg)
+	if err != nil {
+		t.Fatalf("kafka client: %v", err)
+	}
+	defer client.Close()
+	topics, err := client.Topics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := map[topicPartition]int64{}
+	for _, topic := range topics {
+		if !strings.HasPrefix(topic, "outbox.event.") {
+			continue
+		}
+		parts, err := client.Partitions(topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range parts {
+			off, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ends[topicPartition{topic, p}] = off
+		}
+	}
+	return ends
+}
+
+func readCheckpoint(t testing.TB, path string) string {
+	t.Helper()
+	s, _ := file.New(file.Config{Path: path})
+	cp, err := s.Load(context.Background())
+	if errors.Is(err, checkpoint.ErrNotFound) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp.Position
+}
+
+// bigTxn is one transaction of n rows (multi-row INSERTs) over its own
+// aggregates, so their sequence numbers are independent of the rest.
+func bigTxn(prefix string, n, aggregates int) txn {
+	t := txn{MultiRow: true}
+	seq := map[string]int{}
+	for i := 0; i < n; i++ {
+		agg := fmt.Sprintf("big-%d", i%aggregates)
+		seq[agg]++
+		t.Events = append(t.Events, event{
+			ID: fmt.Sprintf("%s-big-%06d", prefix, i), AggType: "bulk", AggID: agg, Type: "Imported", Seq: seq[agg],
+			Payload: fmt.Sprintf(`{"row":%d,"seq":%d}`, i, seq[agg]),
+		})
+	}
+	return t
+}
+
+type crashReport struct {
+	kills, records, distinct, lost, duplicates, orderViolations, staleDuplicates, killsInsideBig int
+}
+
+func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
+	cycles := crashCycles(t)
+	bin := relayBinary(t)
+	broker := startBroker(t, 4)
+	dir := t.TempDir()
+	cpPath := filepath.Join(dir, "checkpoint.json")
+	cfgPath := filepath.Join(dir, "relay.yaml")
+	if err := os.WriteFile(cfgPath, []byte(tg.yaml(broker.Addr(), cpPath)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	small := makePlan(11, "c", 400, 8000, 40, 10)
+	big := bigTxn("c", 50000, 16)
+	want := append(append([]event{}, small.Want...), big.Events...)
+	bigIDs := map[string]bool{}
+	for _, e := range big.Events {
+		bigIDs[e.ID] = true
+	}
+
+	// The writer spreads the small transactions over the cycles and writes
+	// the big one a third of the way in.
+	writerDone, bigDone := make(chan struct{}), make(chan struct{})
+	d := tg.dialect(t)
+	pace := time.Duration(cycles) * 700 * time.Millisecond / time.Duration(len(small.Txns))
+	go func() {
+		defer close(writerDone)
+		third := len(small.Txns) / 3
+		for i := range small.Txns {
+			if i == third {
+				p := plan{Txns: []txn{big}}
+				p.write(t, d, 0, 1)
+				close(bigDone)
+			}
+			small.write(t, d, i, i+1)
+			time.Sleep(pace)
+		}
+	}()
+
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	modes := []string{"", "produce-before-ack=0.005", "ack-before-checkpoint=0.3", "after-checkpoint=0.3"}
+	var kills []kill
+	bigKills := []string{"produce-before-ack@20000", "produce-before-ack@40000"}
+	bigSeen := false
+	for i := 0; i < cycles; i++ {
+		mode := modes[i%len(modes)]
+		wait := time.Duration(100+rng.Intn(1400)) * time.Millisecond
+		if !bigSeen {
+			select {
+			case <-bigDone:
+				bigSeen = true
+			default:
+			}
+		}
+		if bigSeen && len(bigKills) > 0 {
+			// Right after the big transaction committed: kill inside it.
+			mode, bigKills = bigKills[0], bigKills[1:]
+			wait = 20 * time.Second
+		}
+		c := startChild(t, bin, cfgPath, mode, filepath.Join(dir, fmt.Sprintf("relay-%03d.log", i)))
+		select {
+		case <-c.done: // a failpoint fired
+		case <-time.After(wait):
+			_ = c.cmd.Process.Signal(syscall.SIGKILL)
+			<-c.done
+		}
+		kills = append(kills, kill{mode: mode, checkpoint: readCheckpoint(t, cpPath), ends: endOffsets(t, broker.Addr())})
+	}
+	<-writerDone
+	if len(bigKills) > 0 {
+		t.Fatalf("the big transaction committed too late for the kills inside it (%d cycles)", cycles)
+	}
+
+	// Final clean run: until the checkpoint reaches the end of the writes,
+	// then SIGTERM, which must exit 0.
+	end := tg.serverPosition(t)
+	c := startChild(t, bin, cfgPath, "", filepath.Join(dir, "relay-final.log"))
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		cp := readCheckpoint(t, cpPath)
+		if cp != "" {
+			if cmp, err := tg.compare(cp, end); err == nil && cmp >= 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(c.log)
+			t.Fatalf("final run did not reach %s (checkpoint %s) in 3m; log:\n%s", end, cp, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-c.done:
+		if err != nil {
+			b, _ := os.ReadFile(c.log)
+			t.Fatalf("relay exited with %v after SIGTERM; log:\n%s", err, b)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("relay did not exit within 60s of SIGTERM")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	recs, err := devbroker.CollectUntilIdle(ctx, []string{broker.Addr()}, `outbox\.event\..*`, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := analyzeCrash(t, recs, want, kills, bigIDs, tg.compare)
+	t.Logf("crash harness: %d kills, %d records, %d distinct, lost %d, duplicates %d, per-key order violations %d, duplicates from before the restart checkpoint %d, kills inside the 50,000-row transaction %d",
+		rep.kills, rep.records, rep.distinct, rep.lost, rep.duplicates, rep.orderViolations, rep.staleDuplicates, rep.killsInsideBig)
+	if rep.lost != 0 || rep.orderViolations != 0 || rep.staleDuplicates != 0 {
+		t.Errorf("crash harness found lost %d, order violations %d, stale duplicates %d; want 0 of each", rep.lost, rep.orderViolations, rep.staleDuplicates)
+	}
+	if rep.kills != cycles {
+		t.Errorf("%d kills, want %d", rep.kills, cycles)
+	}
+	if rep.killsInsideBig < 1 {
+		t.Errorf("no kill landed inside the 50,000-row transaction")
+	}
+	return rep
+}
+
+// analyzeCrash assigns every record to the run that produced it (from the
+// partition end offsets recorded at each kill) and checks the guarantees.
+func analyzeCrash(t *testing.T, recs []devbroker.Record, want []event, kills []kill, bigIDs map[string]bool, compare func(a, b string) (int, error)) crashReport {
+	rep := crashReport{kills: len(kills), records: len(recs)}
+	byID := map[string]event{}
+	for _, e := range want {
+		byID[e.ID] = e
+	}
+	sort.Slice(recs, func(i, j int) bool {
+		if recs[i].Topic != recs[j].Topic {
+			return recs[i].Topic < recs[j].Topic
+		}
+		if recs[i].Partition != recs[j].Partition {
+			return recs[i].Partition < recs[j].Partition
+		}
+		return recs[i].Offset < recs[j].Offset
+	})
+	runOf := func(r devbroker.Record) int {
+		tp := topicPartition{r.Topic, r.Partition}
+		n := 0
+		for _, k := range kills {
+			if k.ends[tp] <= r.Offset {
+				n++
+			}
+		}
+		return n
+	}
+	seen := map[string]bool{}
+	// Per topic+key, the sequence numbers of first copies must increase.
+	// (They need not be consecutive: an aggregate's events spread over
+	// topics by aggregatetype; losses are counted separately.)
+	last := map[string]int{}
+	bigPerRun := map[int]int{}
+	report := 0
+	for _, r := range recs {
+		id, _ := r.Header(outbox.HeaderID)
+		e, ok := byID[id]
+		if !ok {
+			t.Errorf("unexpected record %s", r)
+			continue
+		}
+		run := runOf(r)
+		if bigIDs[id] {
+			bigPerRun[run]++
+		}
+		if seen[id] {
+			rep.duplicates++
+			// A duplicate must come from a run that restarted at a
+			// checkpoint at or before its transaction.
+			if run > 0 && kills[run-1].checkpoint != "" {
+				pos, _ := r.Header(outbox.HeaderPosition)
+				if c, err := compare(pos, kills[run-1].checkpoint); err != nil || c < 0 {
+					rep.staleDuplicates++
+					if report++; report <= 10 {
+						t.Errorf("duplicate %s at %s re-sent by run %d, which restarted at checkpoint %s", id, pos, run, kills[run-1].checkpoint)
+					}
+				}
+			}
+			continue
+		}
+		seen[id] = true
+		k := r.Topic + "/" + e.AggID
+		if e.Seq <= last[k] {
+			rep.orderViolations++
+			if report++; report <= 10 {
+				t.Errorf("key %s: first copy of seq %d arrived after the first copy of seq %d", k, e.Seq, last[k])
+			}
+		}
+		last[k] = e.Seq
+	}
+	rep.distinct = len(seen)
+	for _, e := range want {
+		if !seen[e.ID] {
+			rep.lost++
+			if report++; report <= 10 {
+				t.Errorf("lost %s (key %s seq %d)", e.ID, e.AggID, e.Seq)
+			}
+		}
+	}
+	for run, n := range bigPerRun {
+		if run < len(kills) && n > 0 && n < len(bigIDs) {
+			rep.killsInsideBig++
+		}
+	}
+	return rep
+}
