@@ -1,0 +1,118 @@
+// Package devbroker is a Kafka broker for development and tests, built on
+// franz-go's in-process kfake cluster, plus a read_committed consumer to check
+// what a relay actually published.
+//
+// It owns only test tooling: the relay's production packages must never import
+// it, so kfake and the consumer helpers stay out of the production binary. It
+// must not reach into the relay's sinks or sources either; tests talk to it
+// over the Kafka protocol like any other client would.
+package devbroker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Options configures Start. The zero value is a broker on a free loopback
+// port with 3 partitions per topic.
+type Options struct {
+	// Addr is the host:port to listen on; port 0 picks a free port.
+	// Default "127.0.0.1:0". The host is also what the broker advertises in
+	// metadata, so unspecified addresses (0.0.0.0, ::) are refused.
+	Addr string
+	// Partitions is the partition count of seeded and auto-created topics.
+	// Default 3.
+	Partitions int
+	// Topics are created at start, so consumers can subscribe before
+	// anything is produced.
+	Topics []string
+}
+
+const (
+	defaultAddr       = "127.0.0.1:0"
+	defaultPartitions = 3
+)
+
+// Broker is a running single-node kfake cluster. It keeps every record in
+// memory until Close.
+type Broker struct {
+	cluster *kfake.Cluster
+	addr    string
+}
+
+// Start starts a broker and returns once it accepts connections.
+func Start(opts Options) (*Broker, error) {
+	addr := opts.Addr
+	if addr == "" {
+		addr = defaultAddr
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("devbroker: Options.Addr %q: %w", addr, err)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		// kfake advertises its listener's own address; clients told to
+		// connect to 0.0.0.0 would only work by accident.
+		return nil, fmt.Errorf("devbroker: Options.Addr %q: host must be an address clients can dial, not a wildcard", addr)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, fmt.Errorf("devbroker: Options.Addr %q: bad port", addr)
+	}
+	partitions := opts.Partitions
+	switch {
+	case partitions == 0:
+		partitions = defaultPartitions
+	case partitions < 0:
+		return nil, fmt.Errorf("devbroker: Options.Partitions %d: must not be negative", partitions)
+	}
+	for _, t := range opts.Topics {
+		if t == "" {
+			return nil, errors.New("devbroker: Options.Topics: empty topic name")
+		}
+	}
+
+	kopts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.Ports(port),
+		// kfake always asks for 127.0.0.1; listening on the caller's host
+		// instead lets e.g. "localhost" or "[::1]" work too.
+		kfake.ListenFn(func(network, address string) (net.Listener, error) {
+			_, p, err := net.SplitHostPort(address)
+			if err != nil {
+				return nil, err
+			}
+			return net.Listen(network, net.JoinHostPort(host, p))
+		}),
+		kfake.AllowAutoTopicCreation(),
+		kfake.DefaultNumPartitions(partitions),
+	}
+	if len(opts.Topics) > 0 {
+		kopts = append(kopts, kfake.SeedTopics(int32(partitions), opts.Topics...))
+	}
+	c, err := kfake.NewCluster(kopts...)
+	if err != nil {
+		return nil, fmt.Errorf("devbroker: start kfake on %s: %w", addr, err)
+	}
+	addrs := c.ListenAddrs()
+	if len(addrs) != 1 {
+		c.Close()
+		return nil, fmt.Errorf("devbroker: kfake listens on %d addresses, want 1", len(addrs))
+	}
+	return &Broker{cluster: c, addr: addrs[0]}, nil
+}
+
+// Addr returns the host:port clients should bootstrap from, with the real
+// port when Options.Addr asked for port 0.
+func (b *Broker) Addr() string { return b.addr }
+
+// Close stops the broker and drops everything it stored. It is safe to call
+// more than once.
+func (b *Broker) Close() { b.cluster.Close() }
