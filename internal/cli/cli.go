@@ -24,6 +24,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/outboxrelay/outboxrelay/sink/kafka"
 	"github.com/outboxrelay/outboxrelay/source/mysql"
+	"github.com/outboxrelay/outboxrelay/source/postgres"
 )
 
 // Exit codes.
@@ -132,7 +133,7 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 		return ExitUsage
 	}
 	defer store.Close()
-	log.Info().Str("version", version()).Str("source", cfg.Source.Type).Strs("tables", cfg.Source.MySQL.Tables).Strs("brokers", cfg.Kafka.Brokers).Msg("outboxrelay starting")
+	log.Info().Str("version", version()).Str("source", cfg.Source.Type).Strs("tables", cfg.Source.Tables()).Strs("brokers", cfg.Kafka.Brokers).Msg("outboxrelay starting")
 	if err := r.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("relay stopped")
 		return ExitFailure
@@ -143,15 +144,24 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 
 // Build wires the components named by cfg.
 func Build(cfg *config.Config, log zerolog.Logger) (*relay.Relay, checkpoint.Store, error) {
+	var src relay.Source
+	switch cfg.Source.Type {
+	case "mysql":
+		src = mysql.NewSource(cfg.Source.MySQL, log)
+	case "postgres":
+		src = postgres.NewSource(cfg.Source.Postgres, log)
+	default:
+		return nil, nil, fmt.Errorf("source.type: %q is not one of mysql, postgres", cfg.Source.Type)
+	}
 	store, err := file.New(cfg.Checkpoint.File)
 	if err != nil {
 		return nil, nil, err
 	}
 	mapper, err := outbox.New(cfg.Outbox)
 	if err != nil {
+		store.Close()
 		return nil, nil, err
 	}
-	src := mysql.NewSource(cfg.Source.MySQL, log)
 	kcfg := cfg.Kafka
 	klog := log.With().Str("component", "sink.kafka").Logger()
 	newSink := func(context.Context) (sink.Sink, error) { return kafka.New(kcfg, klog) }
@@ -173,7 +183,11 @@ func cmdCheckpointShow(ctx context.Context, args []string, environ []string, std
 	}
 	cp, err := store.Load(ctx)
 	if errors.Is(err, checkpoint.ErrNotFound) {
-		fmt.Fprintf(stderr, "no checkpoint stored at %s: the relay will start at source.%s.start\n", cfg.Checkpoint.File.Path, cfg.Source.Type)
+		where := "source." + cfg.Source.Type + ".start"
+		if cfg.Source.Type == "postgres" {
+			where = "the replication slot's confirmed_flush_lsn"
+		}
+		fmt.Fprintf(stderr, "no checkpoint stored at %s: the relay will start at %s\n", cfg.Checkpoint.File.Path, where)
 		return ExitFailure
 	}
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/internal/relay"
 	"github.com/outboxrelay/outboxrelay/sink/kafka"
 	"github.com/outboxrelay/outboxrelay/source/mysql"
+	"github.com/outboxrelay/outboxrelay/source/postgres"
 )
 
 // EnvPrefix starts every environment override: OUTBOXRELAY_SOURCE_MYSQL_PASSWORD
@@ -37,9 +38,21 @@ type Config struct {
 
 // Source selects and configures the source.
 type Source struct {
-	// Type is "mysql" (MySQL and MariaDB). Required.
-	Type  string       `yaml:"type"`
-	MySQL mysql.Config `yaml:"mysql"`
+	// Type is "mysql" (MySQL and MariaDB) or "postgres". Required.
+	Type     string          `yaml:"type"`
+	MySQL    mysql.Config    `yaml:"mysql"`
+	Postgres postgres.Config `yaml:"postgres"`
+}
+
+// Tables returns the outbox table filter of the selected source, for logs.
+func (s *Source) Tables() []string {
+	switch s.Type {
+	case "mysql":
+		return s.MySQL.Tables
+	case "postgres":
+		return s.Postgres.Tables
+	}
+	return nil
 }
 
 // Checkpoint selects and configures the checkpoint store.
@@ -89,8 +102,11 @@ func Parse(b []byte, environ []string) (*Config, error) {
 
 // SetDefaults fills every component's defaults.
 func (c *Config) SetDefaults() {
-	if c.Source.Type == "mysql" {
+	switch c.Source.Type {
+	case "mysql":
 		c.Source.MySQL.SetDefaults()
+	case "postgres":
+		c.Source.Postgres.SetDefaults()
 	}
 	c.Outbox.SetDefaults()
 	c.Kafka.SetDefaults()
@@ -120,10 +136,12 @@ func (c *Config) Validate() error {
 	switch c.Source.Type {
 	case "mysql":
 		prefix("source.mysql", c.Source.MySQL.Validate())
+	case "postgres":
+		prefix("source.postgres", c.Source.Postgres.Validate())
 	case "":
-		errs = append(errs, errors.New("source.type: required (mysql)"))
+		errs = append(errs, errors.New("source.type: required (mysql or postgres)"))
 	default:
-		errs = append(errs, fmt.Errorf("source.type: %q is not one of mysql", c.Source.Type))
+		errs = append(errs, fmt.Errorf("source.type: %q is not one of mysql, postgres", c.Source.Type))
 	}
 	prefix("outbox", c.Outbox.Validate())
 	prefix("kafka", c.Kafka.Validate())

@@ -89,11 +89,60 @@ func TestEnvOverrides(t *testing.T) {
 	}
 }
 
+const validPostgres = `
+source:
+  type: postgres
+  postgres:
+    dsn: postgres://relay:s3cret@db:5432/shop
+    tables: [public.outbox]
+    message_prefixes: [outbox]
+kafka:
+  brokers: [127.0.0.1:9092]
+checkpoint:
+  file:
+    path: /tmp/cp.json
+`
+
+func TestParsePostgres(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte(validPostgres), []string{"OUTBOXRELAY_SOURCE_POSTGRES_HEARTBEAT=30s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := c.Source.Postgres
+	if pg.Slot != "outboxrelay" || pg.Publication != "outboxrelay" || pg.Create != "auto" || pg.StatusInterval != 10*time.Second || pg.Heartbeat != 30*time.Second {
+		t.Fatalf("postgres defaults/env not applied: %+v", pg)
+	}
+	if got := c.Source.Tables(); len(got) != 1 || got[0] != "public.outbox" {
+		t.Fatalf("Tables() = %v", got)
+	}
+	for _, tt := range []struct {
+		name, yaml string
+		env        []string
+		want       string
+	}{
+		{"missing dsn", strings.Replace(validPostgres, "    dsn: postgres://relay:s3cret@db:5432/shop\n", "", 1), nil, "source.postgres.dsn: required"},
+		{"bad dsn", strings.Replace(validPostgres, ":5432/", ":port/", 1), nil, "source.postgres.dsn"},
+		{"bad create", validPostgres, []string{"OUTBOXRELAY_SOURCE_POSTGRES_CREATE=maybe"}, "source.postgres.create"},
+		{"bad slot", validPostgres, []string{"OUTBOXRELAY_SOURCE_POSTGRES_SLOT=Bad-Slot"}, "source.postgres.slot"},
+		{"unknown source type", strings.Replace(validPostgres, "type: postgres", "type: oracle", 1), nil, "not one of mysql, postgres"},
+	} {
+		_, err := Parse([]byte(tt.yaml), tt.env)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: error %v, want %q", tt.name, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: error leaks the password: %v", tt.name, err)
+		}
+	}
+}
+
 func TestEnvNamesCoverKeys(t *testing.T) {
 	t.Parallel()
 	names := EnvNames()
 	for key, env := range map[string]string{
 		"source.mysql.server_id":    "OUTBOXRELAY_SOURCE_MYSQL_SERVER_ID",
+		"source.postgres.dsn":       "OUTBOXRELAY_SOURCE_POSTGRES_DSN",
 		"kafka.max_message_bytes":   "OUTBOXRELAY_KAFKA_MAX_MESSAGE_BYTES",
 		"checkpoint.file.path":      "OUTBOXRELAY_CHECKPOINT_FILE_PATH",
 		"outbox.columns.payload":    "OUTBOXRELAY_OUTBOX_COLUMNS_PAYLOAD",
@@ -107,11 +156,12 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(valid))
+	f.Add([]byte(validPostgres))
 	f.Add([]byte("source: [1, 2]"))
 	f.Add([]byte("kafka:\n  brokers: {a: b}"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b, nil)
-		if err == nil && c.Source.Type != "mysql" {
+		if err == nil && c.Source.Type != "mysql" && c.Source.Type != "postgres" {
 			t.Fatalf("accepted a config without a known source: %+v", c)
 		}
 	})

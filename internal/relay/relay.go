@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/internal/failpoint"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/retry"
 	"github.com/outboxrelay/outboxrelay/sink"
@@ -115,10 +116,12 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 			return nil
 		}
 		s := pos.String()
+		failpoint.Inject("ack-before-checkpoint")
 		if err := r.store.Save(ctx, checkpoint.Checkpoint{Source: r.src.Kind(), Position: s, UpdatedAt: time.Now().UTC()}); err != nil {
 			return fmt.Errorf("save checkpoint %s: %w", s, err)
 		}
 		saved = s
+		failpoint.Inject("after-checkpoint")
 		r.log.Debug().Str("position", s).Msg("checkpoint saved")
 		return reader.Ack(ctx, pos)
 	}
@@ -149,9 +152,23 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 		}
 	}()
 
-	readErr := r.pump(readCtx, reader, snk, tracker)
+	var st pumpState
+	readErr := r.pump(readCtx, reader, snk, tracker, &st, false)
 	stopReading()
 	<-cpDone
+	if st.cur != nil && ctx.Err() != nil && saveErr == nil && tracker.Err() == nil {
+		// A clean stop inside a transaction (one handed out in pieces, or
+		// stopped while its records waited for room in flight): finish it,
+		// so that the final checkpoint covers it and a restart sends none
+		// of its records twice.
+		r.log.Info().Str("transaction", st.txID).Msg("stopping: finishing the open transaction first")
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ShutdownTimeout)
+		if err := r.pump(fctx, reader, snk, tracker, &st, true); err != nil {
+			r.log.Warn().Err(err).Str("transaction", st.txID).
+				Msg("stopped inside a transaction; its records sent so far will be sent again after a restart")
+		}
+		cancel()
+	}
 
 	// Drain: every record sent is acknowledged or failed before the final
 	// checkpoint, so that a clean stop leaves nothing to send twice.
@@ -186,18 +203,36 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 	return readErr
 }
 
-// pump moves transactions from the reader to the sink until an error.
-func (r *Relay) pump(ctx context.Context, reader source.Reader, snk sink.Sink, tracker *checkpoint.Tracker[source.Position]) error {
-	var cur *checkpoint.Txn[source.Position]
+// pumpState is where pump stopped, so that a clean shutdown can finish
+// the transaction it stopped in.
+type pumpState struct {
+	cur  *checkpoint.Txn[source.Position] // the open transaction, if any
+	tx   *source.Tx                       // the piece being sent, if any
+	next int                              // index in tx.Rows of the next row to send
+	txID string
+}
+
+// pump moves transactions from the reader to the sink until an error, or,
+// with untilEnd, until the open transaction has ended. st carries the
+// position between calls.
+func (r *Relay) pump(ctx context.Context, reader source.Reader, snk sink.Sink, tracker *checkpoint.Tracker[source.Position], st *pumpState, untilEnd bool) error {
+	if untilEnd && st.cur == nil {
+		return nil
+	}
 	for {
-		tx, err := reader.Next(ctx)
-		if err != nil {
-			return err
+		if st.tx == nil {
+			tx, err := reader.Next(ctx)
+			if err != nil {
+				return err
+			}
+			if st.cur == nil {
+				st.cur = tracker.Begin()
+			}
+			st.tx, st.next, st.txID = tx, 0, tx.ID
 		}
-		if cur == nil {
-			cur = tracker.Begin()
-		}
-		for i := range tx.Rows {
+		tx, cur := st.tx, st.cur
+		for ; st.next < len(tx.Rows); st.next++ {
+			i := st.next
 			rec, err := r.mapper.Map(tx.Rows[i], tx.ID, tx.FirstIndex+i, tx.CommitTime)
 			if err != nil {
 				return backoff.Permanent(fmt.Errorf("%w. The checkpoint stays before this transaction: fix the row or the outbox mapping, then start the relay again", err))
@@ -211,9 +246,13 @@ func (r *Relay) pump(ctx context.Context, reader source.Reader, snk sink.Sink, t
 				return backoff.Permanent(fmt.Errorf("table %s, transaction at %s, row %d: %w", tx.Rows[i].Table.FullName(), tx.ID, tx.FirstIndex+i, err))
 			}
 		}
+		st.tx = nil
 		if tx.End != nil {
 			cur.End(tx.End)
-			cur = nil
+			st.cur = nil
+			if untilEnd {
+				return nil
+			}
 		}
 		if err := tracker.Err(); err != nil {
 			return err

@@ -1,0 +1,224 @@
+package postgres
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/outboxrelay/outboxrelay/schema"
+	"github.com/outboxrelay/outboxrelay/source"
+)
+
+// byteaOID is the type OID of bytea, the only type whose text form is
+// decoded (hex → raw bytes).
+const byteaOID = 17
+
+// MessageSchema is the schema name of the synthetic tables that carry
+// logical decoding messages: "message.<prefix>".
+const MessageSchema = "message"
+
+// relation is what the decoder keeps per relation id of the stream.
+type relation struct {
+	table   *schema.Table
+	include bool
+	bytea   []bool // per column
+}
+
+// decoder turns pgoutput messages into rows. It is used by one goroutine.
+type decoder struct {
+	filter   *schema.Filter // nil: no outbox tables, only messages
+	prefixes map[string]bool
+	rels     map[uint32]*relation
+	known    map[string]*schema.Table // by full name: reused while columns match
+	messages map[string]*schema.Table // by prefix and key list
+}
+
+func newDecoder(filter *schema.Filter, prefixes []string) *decoder {
+	d := &decoder{
+		filter:   filter,
+		prefixes: make(map[string]bool, len(prefixes)),
+		rels:     make(map[uint32]*relation),
+		known:    make(map[string]*schema.Table),
+		messages: make(map[string]*schema.Table),
+	}
+	for _, p := range prefixes {
+		d.prefixes[p] = true
+	}
+	return d
+}
+
+// relation records a Relation message. A new column layout gets a new
+// *schema.Table; an unchanged one keeps the old pointer so that caches
+// downstream hold.
+func (d *decoder) relation(m *pglogrepl.RelationMessage) {
+	name := m.Namespace + "." + m.RelationName
+	rel := &relation{
+		include: d.filter != nil && d.filter.Match(m.Namespace, m.RelationName),
+		bytea:   make([]bool, len(m.Columns)),
+	}
+	cols := make([]string, len(m.Columns))
+	for i, c := range m.Columns {
+		cols[i] = c.Name
+		rel.bytea[i] = c.DataType == byteaOID
+	}
+	t := d.known[name]
+	if t == nil || !slices.Equal(t.Columns, cols) {
+		t = &schema.Table{Schema: m.Namespace, Name: m.RelationName, Columns: cols}
+		d.known[name] = t
+	}
+	rel.table = t
+	d.rels[m.RelationID] = rel
+}
+
+// insert turns an Insert message of an outbox table into a row.
+func (d *decoder) insert(rel *relation, m *pglogrepl.InsertMessage) (source.Row, error) {
+	t := rel.table
+	if m.Tuple == nil || len(m.Tuple.Columns) != len(t.Columns) {
+		n := 0
+		if m.Tuple != nil {
+			n = len(m.Tuple.Columns)
+		}
+		return source.Row{}, fmt.Errorf("insert into %s has %d columns, its relation message %d", t.FullName(), n, len(t.Columns))
+	}
+	vals := make([]any, len(t.Columns))
+	for i, c := range m.Tuple.Columns {
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			vals[i] = nil
+		case pglogrepl.TupleDataTypeText:
+			if rel.bytea[i] {
+				b, err := decodeBytea(c.Data)
+				if err != nil {
+					return source.Row{}, fmt.Errorf("insert into %s, column %s: %w", t.FullName(), t.Columns[i], err)
+				}
+				vals[i] = b
+				continue
+			}
+			vals[i] = c.Data // pglogrepl copied it out of the receive buffer
+		case pglogrepl.TupleDataTypeBinary:
+			vals[i] = c.Data
+		default:
+			return source.Row{}, fmt.Errorf("insert into %s, column %s: unexpected tuple data kind %q", t.FullName(), t.Columns[i], c.DataType)
+		}
+	}
+	return source.Row{Table: t, Values: vals}, nil
+}
+
+// decodeBytea decodes bytea's hex text form ("\x0a1b…"), which the relay
+// asks for with bytea_output=hex on the replication connection.
+func decodeBytea(text []byte) ([]byte, error) {
+	if len(text) < 2 || text[0] != '\\' || text[1] != 'x' {
+		return nil, errors.New(`bytea value is not in hex form ("\x…"): is bytea_output overridden for the relay's role?`)
+	}
+	out := make([]byte, hex.DecodedLen(len(text)-2))
+	if _, err := hex.Decode(out, text[2:]); err != nil {
+		return nil, fmt.Errorf("bytea value: bad hex: %w", err)
+	}
+	return out, nil
+}
+
+// message turns a transactional logical decoding message with a configured
+// prefix into a row of the synthetic table "message.<prefix>". ok is false
+// for messages the relay does not relay.
+func (d *decoder) message(m *pglogrepl.LogicalDecodingMessage) (row source.Row, ok bool, err error) {
+	if !m.Transactional || !d.prefixes[m.Prefix] {
+		return source.Row{}, false, nil
+	}
+	keys, vals, err := parseEnvelope(m.Content)
+	if err != nil {
+		return source.Row{}, false, fmt.Errorf("logical message with prefix %q at %s: %w", m.Prefix, m.LSN, err)
+	}
+	return source.Row{Table: d.messageTable(m.Prefix, keys), Values: vals}, true, nil
+}
+
+func (d *decoder) messageTable(prefix string, keys []string) *schema.Table {
+	k := prefix + "\x00" + strings.Join(keys, "\x00")
+	if t, ok := d.messages[k]; ok {
+		return t
+	}
+	if len(d.messages) >= 1024 { // envelopes with ever new key sets: stay bounded
+		clear(d.messages)
+	}
+	t := &schema.Table{Schema: MessageSchema, Name: prefix, Columns: keys}
+	d.messages[k] = t
+	return t
+}
+
+// parseEnvelope reads a JSON object's top-level keys in order, with each
+// value as bytes: strings unquoted, null as nil, anything else as its JSON
+// text exactly as written.
+func parseEnvelope(content []byte) (keys []string, vals []any, err error) {
+	dec := json.NewDecoder(bytes.NewReader(content))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, nil, fmt.Errorf("content is not valid JSON: %w", err)
+	}
+	if tok != json.Delim('{') {
+		return nil, nil, fmt.Errorf("content is not a JSON object (starts with %v)", tok)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, nil, fmt.Errorf("content is not valid JSON: %w", err)
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return nil, nil, fmt.Errorf("content is not valid JSON: key %v", tok)
+		}
+		if seen[key] {
+			return nil, nil, fmt.Errorf("key %q appears twice", key)
+		}
+		seen[key] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, nil, fmt.Errorf("content is not valid JSON: value of %q: %w", key, err)
+		}
+		var v any
+		switch raw[0] {
+		case '"':
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return nil, nil, fmt.Errorf("value of %q: %w", key, err)
+			}
+			v = []byte(s)
+		case 'n':
+			v = nil
+		default:
+			v = []byte(raw)
+		}
+		keys = append(keys, key)
+		vals = append(vals, v)
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, nil, fmt.Errorf("content is not valid JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, nil, errors.New("content has data after the JSON object")
+	}
+	if len(keys) == 0 {
+		return nil, nil, errors.New("content is an empty JSON object")
+	}
+	return keys, vals, nil
+}
+
+// parse is pglogrepl.Parse for protocol version 1 without its panics on
+// truncated input (it indexes without bounds checks).
+func parse(data []byte) (m pglogrepl.Message, err error) {
+	if len(data) == 0 {
+		return nil, errors.New("empty pgoutput message")
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			m, err = nil, fmt.Errorf("malformed pgoutput %q message (%d bytes): %v", data[0], len(data), p)
+		}
+	}()
+	return pglogrepl.Parse(data)
+}

@@ -1,0 +1,316 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
+
+	"github.com/outboxrelay/outboxrelay/schema"
+	"github.com/outboxrelay/outboxrelay/source"
+)
+
+// Kind is the source kind stored in checkpoints.
+const Kind = "postgres"
+
+// pieceRows bounds the rows of one transaction held in memory: larger
+// transactions are handed out in pieces of this many rows.
+const pieceRows = 2048
+
+// Reader streams committed transactions from a logical replication slot.
+//
+// One goroutine owns the replication connection (pgconn is not safe for
+// concurrent use): it receives, decodes, hands transactions to Next through
+// a channel, and sends status updates. Ack only records the position and
+// nudges that goroutine, so it may be called from any goroutine.
+type Reader struct {
+	cfg   Config
+	log   zerolog.Logger
+	conn  *pgconn.PgConn
+	dec   *decoder
+	start pglogrepl.LSN
+
+	out    chan *source.Tx
+	done   chan struct{} // closed when the streaming goroutine ends
+	err    error         // why it ended; read after done
+	cancel context.CancelFunc
+	hbDone chan struct{}
+	closed sync.Once
+
+	acked  atomic.Uint64 // newest position the relay acknowledged
+	nudge  chan struct{} // an Ack arrived
+	wakeMu sync.Mutex
+	wake   context.CancelFunc // interrupts the pending receive
+
+	// Owned by the streaming goroutine (and by Close once it ended).
+	received   pglogrepl.LSN // newest WAL position seen: the write position
+	sentFlush  pglogrepl.LSN // flush position last reported
+	nextStatus time.Time
+	inTx       bool
+	txID       string
+	commitTime time.Time
+	index      int
+	rows       []source.Row
+	lastEnd    pglogrepl.LSN // End of the last transaction handed out (or the start)
+	walEnd     pglogrepl.LSN // newest WAL end the server reported outside transactions
+}
+
+// Open checks the server, the publication and the slot (creating them when
+// cfg.Create is auto), and starts streaming right after from (a
+// checkpoint's position text), or at the slot's confirmed_flush_lsn when
+// from is "".
+func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Reader, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, backoff.Permanent(fmt.Errorf("source.postgres: %w", err))
+	}
+	r, err := open(ctx, cfg, log, from)
+	return r, hidePassword(err, cfg.DSN)
+}
+
+func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Reader, error) {
+	var filter *schema.Filter
+	if len(cfg.Tables) > 0 {
+		f, err := schema.NewFilter(cfg.Tables)
+		if err != nil {
+			return nil, backoff.Permanent(fmt.Errorf("source.postgres.tables: %w", err))
+		}
+		filter = f
+	}
+	pgxCfg, err := pgx.ParseConfig(cfg.DSN)
+	if err != nil {
+		return nil, backoff.Permanent(fmt.Errorf("source.postgres.dsn: %s", redactErr(err, cfg.DSN)))
+	}
+	pgxCfg.ConnectTimeout = cfg.ConnectTimeout
+	server := describe(&pgxCfg.Config)
+
+	conn, err := pgx.ConnectConfig(ctx, pgxCfg)
+	if err != nil {
+		return nil, explain("connect to "+server, err, &cfg)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	si, err := inspect(ctx, conn, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	tables, err := resolveTables(ctx, conn, filter, si.database)
+	if err != nil {
+		return nil, err
+	}
+	if err := ensurePublication(ctx, conn, &cfg, tables); err != nil {
+		return nil, err
+	}
+	slot, exists, err := readSlot(ctx, conn, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	if exists {
+		if err := checkSlot(slot, &cfg, si.database); err != nil {
+			return nil, err
+		}
+	} else {
+		if from != "" {
+			return nil, backoff.Permanent(fmt.Errorf("replication slot %q does not exist, but the checkpoint is at %s: the transactions after it can no longer be read (the slot was dropped, or the relay points at another server). The relay will not skip ahead on its own: if losing them is acceptable, delete the checkpoint file so the relay starts at a new slot", cfg.Slot, from))
+		}
+		if cfg.Create == CreateNever {
+			return nil, backoff.Permanent(fmt.Errorf("replication slot %q does not exist and source.postgres.create is never: create it with\n  SELECT pg_create_logical_replication_slot('%s', 'pgoutput');", cfg.Slot, cfg.Slot))
+		}
+	}
+
+	repl, err := connectReplication(ctx, &cfg, pgxCfg)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = repl.Close(cctx)
+		}
+	}()
+	if !exists {
+		res, err := pglogrepl.CreateReplicationSlot(ctx, repl, cfg.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		if err != nil {
+			return nil, explain("create replication slot "+cfg.Slot, err, &cfg)
+		}
+		if slot.confirmedFlush, err = pglogrepl.ParseLSN(res.ConsistentPoint); err != nil {
+			return nil, fmt.Errorf("create replication slot %s: consistent point %q: %w", cfg.Slot, res.ConsistentPoint, err)
+		}
+		log.Info().Str("slot", cfg.Slot).Str("position", slot.confirmedFlush.String()).Msg("created replication slot")
+	}
+	start, err := startPosition(from, slot, &cfg, si)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{
+		"proto_version '1'",
+		"publication_names " + quoteLiteral(pgx.Identifier{cfg.Publication}.Sanitize()),
+		"messages 'true'",
+	}
+	if err := pglogrepl.StartReplication(ctx, repl, cfg.Slot, start, pglogrepl.StartReplicationOptions{Mode: pglogrepl.LogicalReplication, PluginArgs: args}); err != nil {
+		// No LSN in the text: a retried failure must read the same each time,
+		// so that it is logged once per outage.
+		return nil, explain("start replication from slot "+cfg.Slot, err, &cfg)
+	}
+	ok = true
+
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.String()
+	}
+	r := &Reader{
+		cfg:     cfg,
+		log:     log,
+		conn:    repl,
+		dec:     newDecoder(filter, cfg.MessagePrefixes),
+		start:   start,
+		out:     make(chan *source.Tx),
+		done:    make(chan struct{}),
+		nudge:   make(chan struct{}, 1),
+		lastEnd: start,
+	}
+	r.acked.Store(uint64(start))
+	sctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		defer close(r.done)
+		r.err = r.stream(sctx)
+	}()
+	if cfg.Heartbeat > 0 {
+		r.hbDone = make(chan struct{})
+		go func() {
+			defer close(r.hbDone)
+			heartbeat(sctx, pgxCfg, cfg.Heartbeat, log)
+		}()
+	}
+	log.Info().Str("slot", cfg.Slot).Str("publication", cfg.Publication).Str("position", start.String()).
+		Strs("tables", names).Strs("message_prefixes", cfg.MessagePrefixes).Str("server", server).
+		Int("server_version", si.version).Msg("streaming replication slot")
+	return r, nil
+}
+
+// connectReplication opens the replication connection (replication=database).
+func connectReplication(ctx context.Context, cfg *Config, pgxCfg *pgx.ConnConfig) (*pgconn.PgConn, error) {
+	rc := pgxCfg.Config.Copy()
+	if rc.RuntimeParams == nil {
+		rc.RuntimeParams = map[string]string{}
+	}
+	rc.RuntimeParams["replication"] = "database"
+	// The walsender formats values with its own settings: ask for the
+	// bytea form the decoder reads.
+	rc.RuntimeParams["bytea_output"] = "hex"
+	if rc.RuntimeParams["application_name"] == "" {
+		rc.RuntimeParams["application_name"] = "outboxrelay"
+	}
+	conn, err := pgconn.ConnectConfig(ctx, rc)
+	if err != nil {
+		return nil, explain("open replication connection to "+describe(rc), err, cfg)
+	}
+	return conn, nil
+}
+
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// Next returns the next committed transaction (or piece of one).
+func (r *Reader) Next(ctx context.Context) (*source.Tx, error) {
+	select {
+	case tx := <-r.out:
+		return tx, nil
+	case <-r.done:
+		return nil, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Ack records that everything up to pos is durable; the streaming goroutine
+// reports it to the server as the flush position. Safe for concurrent use.
+func (r *Reader) Ack(_ context.Context, pos source.Position) error {
+	lsn, err := lsnOf(pos)
+	if err != nil {
+		return err
+	}
+	for {
+		cur := r.acked.Load()
+		if uint64(lsn) <= cur || r.acked.CompareAndSwap(cur, uint64(lsn)) {
+			break
+		}
+	}
+	select {
+	case r.nudge <- struct{}{}:
+	default:
+	}
+	r.wakeMu.Lock()
+	wake := r.wake
+	r.wakeMu.Unlock()
+	if wake != nil {
+		wake()
+	}
+	return nil
+}
+
+// Close stops streaming, reports the acknowledged position one last time and
+// closes the connections.
+func (r *Reader) Close() error {
+	var errs []error
+	r.closed.Do(func() {
+		r.cancel()
+		<-r.done
+		if r.hbDone != nil {
+			<-r.hbDone
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if !r.conn.IsClosed() {
+			// The last Ack may have come after the goroutine's last status.
+			if err := r.sendStatus(); err != nil {
+				r.log.Debug().Err(err).Msg("final status update")
+			}
+		}
+		if err := r.conn.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close replication connection: %w", err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Source opens Readers with one configuration; it is what the relay
+// restarts after a failure.
+type Source struct {
+	cfg Config
+	log zerolog.Logger
+}
+
+// NewSource returns a Source; nothing connects until Open.
+func NewSource(cfg Config, log zerolog.Logger) *Source {
+	return &Source{cfg: cfg, log: log.With().Str("component", "source.postgres").Logger()}
+}
+
+// Kind implements relay.Source.
+func (s *Source) Kind() string { return Kind }
+
+// Open implements relay.Source.
+func (s *Source) Open(ctx context.Context, from string) (source.Reader, error) {
+	r, err := Open(ctx, s.cfg, s.log, from)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}

@@ -1,0 +1,286 @@
+package postgres
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/outboxrelay/outboxrelay/source"
+)
+
+// stream is the goroutine that owns the replication connection.
+func (r *Reader) stream(ctx context.Context) error {
+	// Report the start position at once: the server learns the flush
+	// position this session will never go below.
+	if err := r.sendStatus(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-r.nudge:
+			if err := r.onAck(); err != nil {
+				return err
+			}
+		default:
+		}
+		if !time.Now().Before(r.nextStatus) {
+			if err := r.sendStatus(); err != nil {
+				return err
+			}
+		}
+		if err := r.quiet(ctx); err != nil {
+			return err
+		}
+		msg, err := r.receive(ctx)
+		if err != nil {
+			return err
+		}
+		if msg == nil {
+			continue
+		}
+		if err := r.handle(ctx, msg); err != nil {
+			return err
+		}
+	}
+}
+
+// receive waits for the next message until the next status update is due
+// or an Ack arrives; then it returns nil, nil.
+func (r *Reader) receive(ctx context.Context) (pgproto3.BackendMessage, error) {
+	rctx, cancel := context.WithDeadline(ctx, r.nextStatus)
+	defer cancel()
+	r.wakeMu.Lock()
+	r.wake = cancel
+	r.wakeMu.Unlock()
+	defer func() {
+		r.wakeMu.Lock()
+		r.wake = nil
+		r.wakeMu.Unlock()
+	}()
+	if len(r.nudge) > 0 { // an Ack came before the wake-up was in place
+		return nil, nil
+	}
+	msg, err := r.conn.ReceiveMessage(rctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if rctx.Err() != nil && !r.conn.IsClosed() {
+			return nil, nil // status due or woken by Ack: the connection is fine
+		}
+		return nil, fmt.Errorf("replication stream from slot %s: %w", r.cfg.Slot, err)
+	}
+	return msg, nil
+}
+
+func (r *Reader) handle(ctx context.Context, msg pgproto3.BackendMessage) error {
+	switch m := msg.(type) {
+	case *pgproto3.CopyData:
+		if len(m.Data) == 0 {
+			return errors.New("replication stream: empty CopyData message")
+		}
+		switch m.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+			if err != nil {
+				return fmt.Errorf("replication stream: %w", err)
+			}
+			r.received = max(r.received, pkm.ServerWALEnd)
+			if !r.inTx {
+				r.walEnd = max(r.walEnd, pkm.ServerWALEnd)
+			}
+			if pkm.ReplyRequested {
+				return r.sendStatus()
+			}
+		case pglogrepl.XLogDataByteID:
+			xld, err := pglogrepl.ParseXLogData(m.Data[1:])
+			if err != nil {
+				return fmt.Errorf("replication stream: %w", err)
+			}
+			r.received = max(r.received, xld.WALStart)
+			return r.decode(ctx, xld)
+		}
+	case *pgproto3.ErrorResponse:
+		return explain("replication stream from slot "+r.cfg.Slot, pgconn.ErrorResponseToPgError(m), &r.cfg)
+	case *pgproto3.CopyDone:
+		return fmt.Errorf("replication stream from slot %s: the server ended the stream", r.cfg.Slot)
+	}
+	return nil
+}
+
+// decode handles one pgoutput message.
+func (r *Reader) decode(ctx context.Context, xld pglogrepl.XLogData) error {
+	data := xld.WALData
+	if len(data) == 0 {
+		return errors.New("replication stream: empty pgoutput message")
+	}
+	switch pglogrepl.MessageType(data[0]) {
+	case pglogrepl.MessageTypeUpdate, pglogrepl.MessageTypeDelete, pglogrepl.MessageTypeTruncate,
+		pglogrepl.MessageTypeType, pglogrepl.MessageTypeOrigin:
+		// The outbox is INSERT-only: an application may delete its rows
+		// again, even in the same transaction.
+		return nil
+	case pglogrepl.MessageTypeInsert:
+		if len(data) < 5 {
+			return fmt.Errorf("replication stream at %s: truncated insert message", xld.WALStart)
+		}
+		// Skip other tables before paying for decoding their tuples.
+		rel := r.dec.rels[binary.BigEndian.Uint32(data[1:5])]
+		if rel == nil {
+			return fmt.Errorf("replication stream at %s: insert into relation %d before its relation message", xld.WALStart, binary.BigEndian.Uint32(data[1:5]))
+		}
+		if !rel.include {
+			return nil
+		}
+	case pglogrepl.MessageTypeStreamStart, pglogrepl.MessageTypeStreamStop,
+		pglogrepl.MessageTypeStreamCommit, pglogrepl.MessageTypeStreamAbort:
+		return backoff.Permanent(fmt.Errorf("replication stream at %s: the server streams an in-progress transaction (%s), which protocol version 1 never does", xld.WALStart, pglogrepl.MessageType(data[0])))
+	}
+	msg, err := parse(data)
+	if err != nil {
+		return fmt.Errorf("replication stream at %s: %w", xld.WALStart, err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.BeginMessage:
+		if r.inTx {
+			return fmt.Errorf("replication stream at %s: begin inside a transaction", xld.WALStart)
+		}
+		r.inTx = true
+		r.txID = m.FinalLSN.String()
+		r.commitTime = m.CommitTime
+		r.index = 0
+		r.rows = nil
+	case *pglogrepl.CommitMessage:
+		if !r.inTx {
+			return fmt.Errorf("replication stream at %s: commit outside a transaction", xld.WALStart)
+		}
+		tx := &source.Tx{
+			ID:         r.txID,
+			FirstIndex: r.index,
+			Rows:       r.rows,
+			End:        Position{LSN: m.TransactionEndLSN},
+			CommitTime: m.CommitTime,
+		}
+		r.inTx = false
+		r.rows = nil
+		r.index = 0
+		if err := r.send(ctx, tx); err != nil {
+			return err
+		}
+		r.lastEnd = m.TransactionEndLSN
+	case *pglogrepl.RelationMessage:
+		r.dec.relation(m)
+	case *pglogrepl.InsertMessage:
+		row, err := r.dec.insert(r.dec.rels[m.RelationID], m)
+		if err != nil {
+			return backoff.Permanent(fmt.Errorf("transaction at %s: %w", r.txID, err))
+		}
+		return r.add(ctx, row, xld.WALStart)
+	case *pglogrepl.LogicalDecodingMessage:
+		if !m.Transactional {
+			// Outside any transaction of the stream (protocol version 1
+			// sends transactions whole): the server has decoded everything
+			// before it.
+			if !r.inTx {
+				r.walEnd = max(r.walEnd, m.LSN)
+			}
+			return nil
+		}
+		row, ok, err := r.dec.message(m)
+		if err != nil {
+			return backoff.Permanent(err)
+		}
+		if ok {
+			return r.add(ctx, row, xld.WALStart)
+		}
+	}
+	return nil
+}
+
+// add appends a row to the open transaction, handing out a piece when it
+// is full.
+func (r *Reader) add(ctx context.Context, row source.Row, at pglogrepl.LSN) error {
+	if !r.inTx {
+		return fmt.Errorf("replication stream at %s: row outside a transaction", at)
+	}
+	r.rows = append(r.rows, row)
+	if len(r.rows) < pieceRows {
+		return nil
+	}
+	tx := &source.Tx{ID: r.txID, FirstIndex: r.index, Rows: r.rows, CommitTime: r.commitTime}
+	r.index += len(r.rows)
+	r.rows = nil
+	return r.send(ctx, tx)
+}
+
+// quiet hands out a rows-less transaction at the newest WAL end the server
+// reported, when quietEnd says that is safe.
+func (r *Reader) quiet(ctx context.Context) error {
+	end, ok := quietEnd(r.inTx, r.lastEnd, pglogrepl.LSN(r.acked.Load()), r.walEnd)
+	if !ok {
+		return nil
+	}
+	if err := r.send(ctx, &source.Tx{ID: end.String(), End: Position{LSN: end}}); err != nil {
+		return err
+	}
+	r.lastEnd = end
+	return nil
+}
+
+// send hands tx to Next. While the relay is busy it keeps reporting status
+// on time, so that backpressure does not make the server drop the
+// connection for silence.
+func (r *Reader) send(ctx context.Context, tx *source.Tx) error {
+	for {
+		timer := time.NewTimer(time.Until(r.nextStatus))
+		select {
+		case r.out <- tx:
+			timer.Stop()
+			return nil
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+			if err := r.sendStatus(); err != nil {
+				return err
+			}
+		case <-r.nudge:
+			timer.Stop()
+			if err := r.onAck(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// onAck reports a newly acknowledged position at once.
+func (r *Reader) onAck() error {
+	if _, flush, _ := statusPositions(r.start, pglogrepl.LSN(r.acked.Load()), r.received); flush > r.sentFlush {
+		return r.sendStatus()
+	}
+	return nil
+}
+
+// sendStatus reports the positions, every one set explicitly.
+func (r *Reader) sendStatus() error {
+	write, flush, apply := statusPositions(r.start, pglogrepl.LSN(r.acked.Load()), r.received)
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), r.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: write,
+		WALFlushPosition: flush,
+		WALApplyPosition: apply,
+		ClientTime:       time.Now(),
+	})
+	if err != nil {
+		return fmt.Errorf("send status update to slot %s: %w", r.cfg.Slot, err)
+	}
+	r.sentFlush = flush
+	r.nextStatus = time.Now().Add(r.cfg.StatusInterval)
+	return nil
+}
