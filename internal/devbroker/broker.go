@@ -11,10 +11,13 @@ package devbroker
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Options configures Start. The zero value is a broker on a free loopback
@@ -30,6 +33,14 @@ type Options struct {
 	// Topics are created at start, so consumers can subscribe before
 	// anything is produced.
 	Topics []string
+	// Brokers is the number of broker nodes. Default 1. With more, partition
+	// leaders spread over nodes and each node acknowledges on its own, as
+	// in a real cluster (acknowledgements then arrive out of log order).
+	// Only the first node listens on Addr's port; the others on free ports.
+	Brokers int
+	// DataDir, when set, persists the cluster there, so that a broker
+	// started again on the same DataDir (and port) has kept every record.
+	DataDir string
 }
 
 const (
@@ -79,9 +90,18 @@ func Start(opts Options) (*Broker, error) {
 		}
 	}
 
+	brokers := opts.Brokers
+	if brokers == 0 {
+		brokers = 1
+	}
+	if brokers < 0 {
+		return nil, fmt.Errorf("devbroker: Options.Brokers %d: must not be negative", brokers)
+	}
+	ports := make([]int, brokers)
+	ports[0] = port
 	kopts := []kfake.Opt{
-		kfake.NumBrokers(1),
-		kfake.Ports(port),
+		kfake.NumBrokers(brokers),
+		kfake.Ports(ports...),
 		// kfake always asks for 127.0.0.1; listening on the caller's host
 		// instead lets e.g. "localhost" or "[::1]" work too.
 		kfake.ListenFn(func(network, address string) (net.Listener, error) {
@@ -97,14 +117,17 @@ func Start(opts Options) (*Broker, error) {
 	if len(opts.Topics) > 0 {
 		kopts = append(kopts, kfake.SeedTopics(int32(partitions), opts.Topics...))
 	}
+	if opts.DataDir != "" {
+		kopts = append(kopts, kfake.DataDir(opts.DataDir))
+	}
 	c, err := kfake.NewCluster(kopts...)
 	if err != nil {
 		return nil, fmt.Errorf("devbroker: start kfake on %s: %w", addr, err)
 	}
 	addrs := c.ListenAddrs()
-	if len(addrs) != 1 {
+	if len(addrs) != brokers {
 		c.Close()
-		return nil, fmt.Errorf("devbroker: kfake listens on %d addresses, want 1", len(addrs))
+		return nil, fmt.Errorf("devbroker: kfake listens on %d addresses, want %d", len(addrs), brokers)
 	}
 	return &Broker{cluster: c, addr: addrs[0]}, nil
 }
@@ -116,3 +139,17 @@ func (b *Broker) Addr() string { return b.addr }
 // Close stops the broker and drops everything it stored. It is safe to call
 // more than once.
 func (b *Broker) Close() { b.cluster.Close() }
+
+// DelayProduce makes node answer each produce request only after a random
+// delay of up to max, while the other nodes answer at once — so records
+// produced later to other nodes are acknowledged before earlier ones on
+// this node, as happens with a slow broker. Nodes are numbered from 0.
+func (b *Broker) DelayProduce(node int32, max time.Duration) {
+	b.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if b.cluster.CurrentNode() == node {
+			d := rand.N(max)
+			b.cluster.SleepControl(func() { time.Sleep(d) })
+		}
+		return nil, nil, false // then handle the request as usual
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -371,4 +372,47 @@ func lines(rs []Record) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// TestBrokersAndDataDir: a three-node cluster spreads partition leaders, and
+// a broker restarted on the same DataDir and port has kept its records (the
+// crash tests stop the broker this way).
+func TestBrokersAndDataDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	b, err := Start(Options{Brokers: 3, Partitions: 6, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(b.cluster.ListenAddrs()); n != 3 {
+		t.Fatalf("%d listeners, want 3", n)
+	}
+	leaders := map[int32]bool{}
+	p := newProducer(t, b, "")
+	for i := 0; i < 12; i++ {
+		if _, _, err := p.SendMessage(&sarama.ProducerMessage{Topic: "persist", Value: sarama.StringEncoder(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for part := int32(0); part < 6; part++ {
+		leaders[b.cluster.LeaderFor("persist", part)] = true
+	}
+	if len(leaders) < 2 {
+		t.Errorf("all partitions led by one node: %v", leaders)
+	}
+	addr := b.Addr()
+	b.Close()
+
+	b2, err := Start(Options{Addr: addr, Brokers: 3, Partitions: 6, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	got, err := CollectN(testContext(t), []string{b2.Addr()}, "^persist$", 12)
+	if err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+	if len(got) != 12 {
+		t.Fatalf("got %d records after restart, want 12", len(got))
+	}
 }

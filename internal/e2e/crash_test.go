@@ -178,7 +178,18 @@ type crashReport struct {
 func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 	cycles := crashCycles(t)
 	bin := relayBinary(t)
-	broker := startBroker(t, 4)
+	// Three nodes: partition leaders on different nodes acknowledge
+	// independently, so acks arrive out of log order, as in a real cluster.
+	broker, err := devbroker.Start(devbroker.Options{Brokers: 3, Partitions: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(broker.Close)
+	// One slow node: acknowledgements arrive out of log order, and a
+	// checkpoint taken at the newest acknowledgement would cover records
+	// still on their way — the harness must catch that.
+	const slowAck = 200 * time.Millisecond
+	broker.DelayProduce(0, slowAck)
 	dir := t.TempDir()
 	cpPath := filepath.Join(dir, "checkpoint.json")
 	cfgPath := filepath.Join(dir, "relay.yaml")
@@ -240,6 +251,9 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 			_ = c.cmd.Process.Signal(syscall.SIGKILL)
 			<-c.done
 		}
+		// Requests the dead relay had already sent may still be written by
+		// the slow node: wait them out before noting where this run ended.
+		time.Sleep(slowAck + 50*time.Millisecond)
 		kills = append(kills, kill{mode: mode, checkpoint: readCheckpoint(t, cpPath), ends: endOffsets(t, broker.Addr())})
 	}
 	<-writerDone
@@ -252,6 +266,13 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 	end := tg.serverPosition(t)
 	c := startChild(t, bin, cfgPath, "", filepath.Join(dir, "relay-final.log"))
 	deadline := time.Now().Add(3 * time.Minute)
+	// Signals are handled once it has logged that it is starting.
+	for b, _ := os.ReadFile(c.log); !strings.Contains(string(b), "outboxrelay starting"); b, _ = os.ReadFile(c.log) {
+		if time.Now().After(deadline) {
+			t.Fatalf("final run did not start; log:\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	for {
 		cp := readCheckpoint(t, cpPath)
 		if cp != "" {

@@ -128,14 +128,18 @@ func (p plan) write(t testing.TB, d dialect, from, to int) {
 			must(d.noiseSQL, "noise")
 		}
 		if tx.MultiRow {
-			var vals []string
-			var args []any
-			for _, e := range tx.Events {
-				n := len(args)
-				vals = append(vals, fmt.Sprintf("(%s,%s,%s,%s,%s)", d.placeholder(n+1), d.placeholder(n+2), d.placeholder(n+3), d.placeholder(n+4), d.placeholder(n+5)))
-				args = append(args, e.ID, e.AggType, e.AggID, e.Type, e.Payload)
+			// Multi-row INSERTs of at most 500 rows: placeholders are
+			// limited (65535 per statement).
+			for start := 0; start < len(tx.Events); start += 500 {
+				var vals []string
+				var args []any
+				for _, e := range tx.Events[start:min(start+500, len(tx.Events))] {
+					n := len(args)
+					vals = append(vals, fmt.Sprintf("(%s,%s,%s,%s,%s)", d.placeholder(n+1), d.placeholder(n+2), d.placeholder(n+3), d.placeholder(n+4), d.placeholder(n+5)))
+					args = append(args, e.ID, e.AggType, e.AggID, e.Type, e.Payload)
+				}
+				must("INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES "+strings.Join(vals, ","), args...)
 			}
-			must("INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES "+strings.Join(vals, ","), args...)
 		} else {
 			q := fmt.Sprintf("INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES (%s,%s,%s,%s,%s)",
 				d.placeholder(1), d.placeholder(2), d.placeholder(3), d.placeholder(4), d.placeholder(5))

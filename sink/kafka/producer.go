@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/outboxrelay/outboxrelay/internal/failpoint"
 	"github.com/outboxrelay/outboxrelay/sink"
 )
 
@@ -98,6 +99,7 @@ func (k *Producer) Send(ctx context.Context, r sink.Record, ack sink.AckFunc) er
 	}
 	select {
 	case k.p.Input() <- m:
+		failpoint.Inject("produce-before-ack")
 		return nil
 	case <-ctx.Done():
 		k.inflight.Release(w)
