@@ -41,6 +41,9 @@ type crashTarget struct {
 	serverPosition func(t testing.TB) string
 	// compare orders two positions (checkpoint or header text).
 	compare func(a, b string) (int, error)
+	// prepare, if set, runs before anything is written (e.g. creating a
+	// Postgres slot: a slot sees only WAL written after its creation).
+	prepare func(t testing.TB)
 }
 
 // crashCycles is 50 by default; RELAYTEST_CRASH_CYCLES=200 for a long run.
@@ -197,6 +200,9 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 		t.Fatal(err)
 	}
 
+	if tg.prepare != nil {
+		tg.prepare(t)
+	}
 	small := makePlan(11, "c", 400, 8000, 40, 10)
 	big := bigTxn("c", 50000, 16)
 	want := append(append([]event{}, small.Want...), big.Events...)

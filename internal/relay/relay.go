@@ -47,6 +47,10 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Retry bounds the backoff between sessions after transient failures.
 	Retry retry.Policy `yaml:"-"`
+	// Observer is told when each transaction is acknowledged. Default: a
+	// commit→ack latency histogram logged at debug level at the end of each
+	// session (see observe.go).
+	Observer Observer `yaml:"-"`
 }
 
 // SetDefaults fills the zero fields with their defaults.
@@ -59,6 +63,10 @@ func (c *Config) SetDefaults() {
 	}
 }
 
+// failureDrain bounds the wait for in-flight acknowledgements when a session
+// ends on a failure rather than a shutdown.
+const failureDrain = 5 * time.Second
+
 // Relay is the pipeline.
 type Relay struct {
 	cfg     Config
@@ -67,12 +75,26 @@ type Relay struct {
 	store   checkpoint.Store
 	mapper  *outbox.Mapper
 	log     zerolog.Logger
+	latency *latencyLog // the default Observer, if in use
 }
 
 // New returns a relay; nothing connects until Run.
 func New(cfg Config, src Source, newSink SinkFactory, store checkpoint.Store, mapper *outbox.Mapper, log zerolog.Logger) *Relay {
 	cfg.SetDefaults()
-	return &Relay{cfg: cfg, src: src, newSink: newSink, store: store, mapper: mapper, log: log}
+	r := &Relay{cfg: cfg, src: src, newSink: newSink, store: store, mapper: mapper, log: log}
+	if r.cfg.Observer == nil {
+		r.latency = &latencyLog{}
+		r.cfg.Observer = r.latency
+	}
+	return r
+}
+
+// txEnd is what the checkpoint tracker keeps per transaction: its end
+// position, and what the Observer is told once the watermark passes it.
+type txEnd struct {
+	pos          source.Position
+	commit, read time.Time
+	records      int
 }
 
 // Run relays until ctx ends (then it drains, saves the final checkpoint and
@@ -108,11 +130,17 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 	}
 	healthy()
 
-	tracker := checkpoint.NewTracker[source.Position]()
+	tracker := checkpoint.NewTracker[txEnd]()
+	obs := r.cfg.Observer
+	tracker.OnPass(func(e txEnd) { obs.Acked(e.commit, e.read, e.records) })
 	saved := from
 	save := func(ctx context.Context) error {
-		pos, ok := tracker.Watermark()
-		if !ok || pos.String() == saved {
+		mark, ok := tracker.Watermark()
+		if !ok {
+			return nil
+		}
+		pos := mark.pos
+		if pos.String() == saved {
 			return nil
 		}
 		s := pos.String()
@@ -177,11 +205,18 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 		_ = snk.Close()
 		close(drained)
 	}()
+	// A clean stop waits up to the shutdown timeout; after a failure (the
+	// broker or the database went away) waiting long only delays the
+	// restart, and what stays unacknowledged is sent again anyway.
+	drainTimeout, why := r.cfg.ShutdownTimeout, "shutdown"
+	if ctx.Err() == nil {
+		drainTimeout, why = min(r.cfg.ShutdownTimeout, failureDrain), "failure"
+	}
 	select {
 	case <-drained:
-	case <-time.After(r.cfg.ShutdownTimeout):
-		r.log.Error().Int("in_flight", tracker.InFlight()).Dur("timeout", r.cfg.ShutdownTimeout).
-			Msg("records still unacknowledged after the shutdown timeout; the checkpoint stays at the last acknowledged transaction")
+	case <-time.After(drainTimeout):
+		r.log.Warn().Int("in_flight", tracker.InFlight()).Dur("waited", drainTimeout).Str("after", why).
+			Msg("records still unacknowledged; the checkpoint stays at the last acknowledged transaction and they will be sent again")
 	}
 	finalCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -190,6 +225,9 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 	}
 	if saved != "" {
 		r.log.Info().Str("position", saved).Msg("checkpoint at end of session")
+	}
+	if r.latency != nil {
+		r.latency.log(r.log)
 	}
 
 	switch {
@@ -206,16 +244,17 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 // pumpState is where pump stopped, so that a clean shutdown can finish
 // the transaction it stopped in.
 type pumpState struct {
-	cur  *checkpoint.Txn[source.Position] // the open transaction, if any
-	tx   *source.Tx                       // the piece being sent, if any
-	next int                              // index in tx.Rows of the next row to send
+	cur  *checkpoint.Txn[txEnd] // the open transaction, if any
+	tx   *source.Tx             // the piece being sent, if any
+	next int                    // index in tx.Rows of the next row to send
 	txID string
+	read time.Time // when the piece was read
 }
 
 // pump moves transactions from the reader to the sink until an error, or,
 // with untilEnd, until the open transaction has ended. st carries the
 // position between calls.
-func (r *Relay) pump(ctx context.Context, reader source.Reader, snk sink.Sink, tracker *checkpoint.Tracker[source.Position], st *pumpState, untilEnd bool) error {
+func (r *Relay) pump(ctx context.Context, reader source.Reader, snk sink.Sink, tracker *checkpoint.Tracker[txEnd], st *pumpState, untilEnd bool) error {
 	if untilEnd && st.cur == nil {
 		return nil
 	}
@@ -228,27 +267,34 @@ func (r *Relay) pump(ctx context.Context, reader source.Reader, snk sink.Sink, t
 			if st.cur == nil {
 				st.cur = tracker.Begin()
 			}
-			st.tx, st.next, st.txID = tx, 0, tx.ID
+			st.tx, st.next, st.txID, st.read = tx, 0, tx.ID, time.Now()
 		}
 		tx, cur := st.tx, st.cur
-		for ; st.next < len(tx.Rows); st.next++ {
-			i := st.next
-			rec, err := r.mapper.Map(tx.Rows[i], tx.ID, tx.FirstIndex+i, tx.CommitTime)
-			if err != nil {
-				return backoff.Permanent(fmt.Errorf("%w. The checkpoint stays before this transaction: fix the row or the outbox mapping, then start the relay again", err))
-			}
-			cur.Add(1)
-			if err := snk.Send(ctx, rec, cur.Done); err != nil {
-				cur.Add(-1)
-				if ctx.Err() != nil {
-					return ctx.Err()
+		if n := len(tx.Rows) - st.next; n > 0 {
+			// The piece's records count as in flight at once (one tracker
+			// lock per piece, not per record); those never sent are taken
+			// back before returning.
+			cur.Add(n)
+			ack := cur.Done
+			for ; st.next < len(tx.Rows); st.next++ {
+				i := st.next
+				rec, err := r.mapper.Map(tx.Rows[i], tx.ID, tx.FirstIndex+i, tx.CommitTime)
+				if err != nil {
+					cur.Add(i - len(tx.Rows))
+					return backoff.Permanent(fmt.Errorf("%w. The checkpoint stays before this transaction: fix the row or the outbox mapping, then start the relay again", err))
 				}
-				return backoff.Permanent(fmt.Errorf("table %s, transaction at %s, row %d: %w", tx.Rows[i].Table.FullName(), tx.ID, tx.FirstIndex+i, err))
+				if err := snk.Send(ctx, rec, ack); err != nil {
+					cur.Add(i - len(tx.Rows))
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					return backoff.Permanent(fmt.Errorf("table %s, transaction at %s, row %d: %w", tx.Rows[i].Table.FullName(), tx.ID, tx.FirstIndex+i, err))
+				}
 			}
 		}
 		st.tx = nil
 		if tx.End != nil {
-			cur.End(tx.End)
+			cur.End(txEnd{pos: tx.End, commit: tx.CommitTime, read: st.read, records: tx.FirstIndex + len(tx.Rows)})
 			st.cur = nil
 			if untilEnd {
 				return nil

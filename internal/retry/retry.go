@@ -37,12 +37,17 @@ func Do(ctx context.Context, log zerolog.Logger, p Policy, op Op) error {
 	b.MaxElapsedTime = 0 // a relay waits out any outage
 	b.Reset()
 
-	var outage string // the error text of the current outage, if any
+	// One warning when an outage starts and one line when it ends: the
+	// errors of the attempts in between (connection refused, EOF, …) are
+	// logged at debug level only.
+	var outage bool
+	var since time.Time
+	attempts := 0
 	healthy := func() {
 		b.Reset()
-		if outage != "" {
-			log.Info().Msg("recovered; streaming again")
-			outage = ""
+		if outage {
+			log.Info().Dur("outage", time.Since(since).Round(time.Millisecond)).Int("attempts", attempts).Msg("recovered; streaming again")
+			outage, attempts = false, 0
 		}
 	}
 	for {
@@ -54,11 +59,12 @@ func Do(ctx context.Context, log zerolog.Logger, p Policy, op Op) error {
 		if errors.As(err, &perm) {
 			return perm.Err
 		}
-		if msg := err.Error(); msg != outage {
+		attempts++
+		if !outage {
 			log.Warn().Err(err).Msg("transient failure; retrying from the last checkpoint with backoff")
-			outage = msg
+			outage, since = true, time.Now()
 		} else {
-			log.Debug().Err(err).Msg("still failing")
+			log.Debug().Err(err).Int("attempt", attempts).Msg("still failing")
 		}
 		select {
 		case <-ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func TestDoLogsOncePerOutageAndStopsOnPermanent(t *testing.T) {
 		calls++
 		switch {
 		case calls <= 3:
-			return errors.New("broker down")
+			return fmt.Errorf("broker down (attempt %d)", calls) // the text varies within one outage
 		case calls == 4:
 			healthy()
 			return errors.New("broker down")

@@ -26,7 +26,12 @@ type PostgresDB struct {
 // database and every replication slot on it.
 func Postgres(t testing.TB) *PostgresDB {
 	t.Helper()
-	admin := Require(t, "RELAYTEST_POSTGRES_DSN", "scripts/postgres.sh")
+	return postgresOn(t, Require(t, "RELAYTEST_POSTGRES_DSN", "scripts/postgres.sh"))
+}
+
+// postgresOn creates the test's database on the server at admin.
+func postgresOn(t testing.TB, admin string) *PostgresDB {
+	t.Helper()
 	suffix := randomHex(6)
 	p := &PostgresDB{
 		AdminDSN:    admin,
