@@ -19,6 +19,7 @@ type Tracker[P any] struct {
 	failed  error
 	pending int // records sent and not yet acknowledged
 	changed chan struct{}
+	onPass  func(end P)
 }
 
 // Txn is one transaction in the tracker.
@@ -33,6 +34,14 @@ type Txn[P any] struct {
 func NewTracker[P any]() *Tracker[P] {
 	return &Tracker[P]{changed: make(chan struct{}, 1)}
 }
+
+// OnPass makes the tracker call fn with the end of each transaction the
+// watermark passes, in log order: once it and everything before it are
+// acknowledged. fn runs with the tracker locked, on the goroutine of the
+// acknowledgement that completed it: it must be quick and must not call the
+// tracker. Set it before the first Begin. It is how the relay observes
+// commit-to-acknowledgement latency.
+func (t *Tracker[P]) OnPass(fn func(end P)) { t.onPass = fn }
 
 // Begin opens the next transaction in log order.
 func (t *Tracker[P]) Begin() *Txn[P] {
@@ -86,6 +95,9 @@ func (t *Tracker[P]) advance() {
 			break
 		}
 		t.mark, t.hasMark = x.end, true
+		if t.onPass != nil {
+			t.onPass(x.end)
+		}
 		t.queue[t.head] = nil
 		t.head++
 		moved = true
