@@ -8,6 +8,7 @@ package source
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/schema"
@@ -65,4 +66,21 @@ type Reader interface {
 	// whose server keeps no per-reader state (MySQL) ignore it.
 	Ack(ctx context.Context, pos Position) error
 	Close() error
+}
+
+// ErrEndOfRange is returned by a Reader bounded to a range (replay) once it
+// has handed out the last transaction of the range: the relay then stops as
+// on a clean shutdown.
+var ErrEndOfRange = errors.New("end of the requested range")
+
+// PositionStatus is what the server says about a position.
+type PositionStatus struct {
+	// Current is the server's position now, in checkpoint form.
+	Current string
+	// BehindBytes is the log between the position and Current (-1 if the
+	// server does not tell).
+	BehindBytes int64
+	// Notes are facts an operator should see (e.g. the oldest position the
+	// server still has, a slot's state).
+	Notes []string
 }

@@ -52,3 +52,23 @@ func TestStoreCorrupt(t *testing.T) {
 		t.Fatalf("Load of corrupt file: %v", err)
 	}
 }
+
+func TestLockIsExclusive(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "cp.json")
+	a, _ := New(Config{Path: path})
+	b, _ := New(Config{Path: path})
+	unlock, err := a.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Lock(); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "locked by process") {
+		t.Fatalf("second Lock: %v, want ErrLocked naming the holder", err)
+	}
+	unlock()
+	unlock2, err := b.Lock()
+	if err != nil {
+		t.Fatalf("Lock after unlock: %v", err)
+	}
+	unlock2()
+}

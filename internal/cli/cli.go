@@ -5,8 +5,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/checkpoint/file"
 	"github.com/outboxrelay/outboxrelay/internal/config"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
@@ -42,6 +39,8 @@ const usage = `outboxrelay relays transactional outbox rows from a database log 
 Usage:
   outboxrelay run --config FILE [--log-level LEVEL]
   outboxrelay checkpoint show --config FILE [--json]
+  outboxrelay checkpoint set --config FILE --to POSITION [--dry-run]
+  outboxrelay replay --config FILE --from POSITION [--to POSITION] [--topic-override TOPIC]
   outboxrelay version
 `
 
@@ -55,11 +54,16 @@ func Main(ctx context.Context, args []string, environ []string, stdout, stderr i
 	case "run":
 		return cmdRun(ctx, args[1:], environ, stderr)
 	case "checkpoint":
-		if len(args) < 2 || args[1] != "show" {
-			fmt.Fprint(stderr, "usage: outboxrelay checkpoint show --config FILE [--json]\n")
-			return ExitUsage
+		switch {
+		case len(args) >= 2 && args[1] == "show":
+			return cmdCheckpointShow(ctx, args[2:], environ, stdout, stderr)
+		case len(args) >= 2 && args[1] == "set":
+			return cmdCheckpointSet(ctx, args[2:], environ, stdout, stderr)
 		}
-		return cmdCheckpointShow(ctx, args[2:], environ, stdout, stderr)
+		fmt.Fprint(stderr, "usage: outboxrelay checkpoint show|set --config FILE …\n")
+		return ExitUsage
+	case "replay":
+		return cmdReplay(ctx, args[1:], environ, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "outboxrelay", version())
 		return ExitOK
@@ -133,6 +137,12 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 		return ExitUsage
 	}
 	defer store.Close()
+	unlock, err := store.Lock()
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return ExitFailure
+	}
+	defer unlock()
 	log.Info().Str("version", version()).Str("source", cfg.Source.Type).Strs("tables", cfg.Source.Tables()).Strs("brokers", cfg.Kafka.Brokers).Msg("outboxrelay starting")
 	if err := r.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("relay stopped")
@@ -143,7 +153,7 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 }
 
 // Build wires the components named by cfg.
-func Build(cfg *config.Config, log zerolog.Logger) (*relay.Relay, checkpoint.Store, error) {
+func Build(cfg *config.Config, log zerolog.Logger) (*relay.Relay, *file.Store, error) {
 	var src relay.Source
 	switch cfg.Source.Type {
 	case "mysql":
@@ -166,42 +176,6 @@ func Build(cfg *config.Config, log zerolog.Logger) (*relay.Relay, checkpoint.Sto
 	klog := log.With().Str("component", "sink.kafka").Logger()
 	newSink := func(context.Context) (sink.Sink, error) { return kafka.New(kcfg, klog) }
 	return relay.New(cfg.Relay, src, newSink, store, mapper, log.With().Str("component", "relay").Logger()), store, nil
-}
-
-func cmdCheckpointShow(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
-	var asJSON bool
-	cfg, code := loadConfig("checkpoint show", args, environ, stderr, func(fs *flag.FlagSet) {
-		fs.BoolVar(&asJSON, "json", false, "print JSON")
-	})
-	if cfg == nil {
-		return code
-	}
-	store, err := file.New(cfg.Checkpoint.File)
-	if err != nil {
-		fmt.Fprintln(stderr, "checkpoint show:", err)
-		return ExitUsage
-	}
-	cp, err := store.Load(ctx)
-	if errors.Is(err, checkpoint.ErrNotFound) {
-		where := "source." + cfg.Source.Type + ".start"
-		if cfg.Source.Type == "postgres" {
-			where = "the replication slot's confirmed_flush_lsn"
-		}
-		fmt.Fprintf(stderr, "no checkpoint stored at %s: the relay will start at %s\n", cfg.Checkpoint.File.Path, where)
-		return ExitFailure
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "checkpoint show:", err)
-		return ExitFailure
-	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(cp)
-		return ExitOK
-	}
-	fmt.Fprintf(stdout, "source:   %s\nposition: %s\nupdated:  %s (%s ago)\n", cp.Source, cp.Position, cp.UpdatedAt.Format(time.RFC3339), time.Since(cp.UpdatedAt).Round(time.Second))
-	return ExitOK
 }
 
 // Stdio runs Main on the process's own arguments and streams.

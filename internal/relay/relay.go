@@ -237,6 +237,8 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 		return saveErr
 	case errors.Is(readErr, context.Canceled) && ctx.Err() != nil:
 		return ctx.Err()
+	case errors.Is(readErr, source.ErrEndOfRange):
+		return nil // a bounded run (replay) is complete
 	}
 	return readErr
 }

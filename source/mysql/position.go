@@ -10,7 +10,9 @@ import (
 // the next event, plus, when the relay tracks GTIDs, the executed GTID set at
 // that point (MySQL "uuid:1-5" sets, MariaDB "domain-server-seq" lists).
 //
-// Text form: "mysql-bin.000003:1234" or "mysql-bin.000003:1234@0-1-55".
+// Text form: "mysql-bin.000003:1234" or "mysql-bin.000003:1234@0-1-55", or
+// a GTID set alone, "@0-1-55" (also accepted as "gtid:0-1-55"), which
+// resumes by GTID only.
 type Position struct {
 	File   string
 	Offset uint32
@@ -18,6 +20,9 @@ type Position struct {
 }
 
 func (p Position) String() string {
+	if p.File == "" {
+		return "@" + p.GTID
+	}
 	s := p.File + ":" + strconv.FormatUint(uint64(p.Offset), 10)
 	if p.GTID != "" {
 		s += "@" + p.GTID
@@ -29,7 +34,13 @@ func (p Position) String() string {
 func ParsePosition(s string) (Position, error) {
 	var p Position
 	s = strings.TrimSpace(s)
+	if rest, ok := strings.CutPrefix(s, "gtid:"); ok {
+		s = "@" + rest
+	}
 	filePos, gtid, hasGTID := strings.Cut(s, "@")
+	if hasGTID && filePos == "" && gtid != "" {
+		return Position{GTID: gtid}, nil
+	}
 	if hasGTID {
 		if gtid == "" {
 			return p, fmt.Errorf("position %q: empty GTID set after '@'", s)

@@ -15,6 +15,7 @@ func TestParsePosition(t *testing.T) {
 		{in: "mysql-bin.000003:4@0-1-55", want: Position{File: "mysql-bin.000003", Offset: 4, GTID: "0-1-55"}},
 		{in: "binlog.000001:157@3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5,ab:1",
 			want: Position{File: "binlog.000001", Offset: 157, GTID: "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5,ab:1"}},
+		{in: "@0-1-55,1-2-7", want: Position{GTID: "0-1-55,1-2-7"}},
 		{in: "", wantErr: true},
 		{in: "mysql-bin.000003", wantErr: true},
 		{in: "mysql-bin.000003:", wantErr: true},
@@ -72,6 +73,9 @@ func TestPositionCompare(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("Compare(%s, %s) = %d, %v; want %d", tt.a, tt.b, got, err, tt.want)
 		}
+	}
+	if g, err := ParsePosition("gtid:0-1-5"); err != nil || g != (Position{GTID: "0-1-5"}) || g.String() != "@0-1-5" {
+		t.Errorf("gtid: form: %#v, %v", g, err)
 	}
 	if _, err := p("a.000001:4").Compare(p("b.000001:4")); err == nil {
 		t.Error("Compare across binlog names: want error")

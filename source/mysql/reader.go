@@ -111,8 +111,13 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 			return nil, backoff.Permanent(fmt.Errorf("source.mysql.start: %w", err))
 		}
 	}
-	if err := checkServable(conn, start); err != nil {
-		return nil, err
+	if start.File == "" && !si.gtidEnabled {
+		return nil, backoff.Permanent(fmt.Errorf("position %s is a GTID set, but the server has GTIDs off: give a FILE:OFFSET position", start))
+	}
+	if start.File != "" {
+		if err := checkServable(conn, start); err != nil {
+			return nil, err
+		}
 	}
 
 	r := &Reader{

@@ -1,0 +1,323 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/checkpoint/file"
+	"github.com/outboxrelay/outboxrelay/internal/config"
+	"github.com/outboxrelay/outboxrelay/internal/outbox"
+	"github.com/outboxrelay/outboxrelay/internal/relay"
+	"github.com/outboxrelay/outboxrelay/sink"
+	"github.com/outboxrelay/outboxrelay/sink/kafka"
+	"github.com/outboxrelay/outboxrelay/source"
+	"github.com/outboxrelay/outboxrelay/source/mysql"
+	"github.com/outboxrelay/outboxrelay/source/postgres"
+)
+
+// positionTools is what the position commands need from a source.
+type positionTools interface {
+	relay.Source
+	Compare(a, b string) (int, error)
+	Status(ctx context.Context, pos string) (source.PositionStatus, error)
+	Check(ctx context.Context, pos string) (string, error)
+}
+
+func tools(cfg *config.Config, stderr io.Writer) positionTools {
+	log := newLogger(cfg.Log, stderr)
+	if cfg.Source.Type == "postgres" {
+		return postgres.NewSource(cfg.Source.Postgres, log)
+	}
+	return mysql.NewSource(cfg.Source.MySQL, log)
+}
+
+// showOutput is `checkpoint show --json`.
+type showOutput struct {
+	checkpoint.Checkpoint
+	AgeSeconds    float64  `json:"age_seconds"`
+	ServerCurrent string   `json:"server_position,omitempty"`
+	BehindBytes   *int64   `json:"behind_bytes,omitempty"`
+	Notes         []string `json:"notes,omitempty"`
+	ServerError   string   `json:"server_error,omitempty"`
+}
+
+func cmdCheckpointShow(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
+	var asJSON bool
+	cfg, code := loadConfig("checkpoint show", args, environ, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	})
+	if cfg == nil {
+		return code
+	}
+	store, err := file.New(cfg.Checkpoint.File)
+	if err != nil {
+		fmt.Fprintln(stderr, "checkpoint show:", err)
+		return ExitUsage
+	}
+	cp, err := store.Load(ctx)
+	if errors.Is(err, checkpoint.ErrNotFound) {
+		where := "source." + cfg.Source.Type + ".start"
+		if cfg.Source.Type == "postgres" {
+			where = "the replication slot's confirmed_flush_lsn"
+		}
+		fmt.Fprintf(stderr, "no checkpoint stored at %s: the relay will start at %s\n", cfg.Checkpoint.File.Path, where)
+		return ExitFailure
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "checkpoint show:", err)
+		return ExitFailure
+	}
+	out := showOutput{Checkpoint: cp, AgeSeconds: time.Since(cp.UpdatedAt).Seconds()}
+	// The server's view is best effort: the stored position is shown even
+	// when the database cannot be reached.
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	st, err := tools(cfg, io.Discard).Status(sctx, cp.Position)
+	cancel()
+	if err != nil {
+		out.ServerError = err.Error()
+	} else {
+		out.ServerCurrent, out.Notes = st.Current, st.Notes
+		if st.BehindBytes >= 0 {
+			out.BehindBytes = &st.BehindBytes
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+		return ExitOK
+	}
+	fmt.Fprintf(stdout, "source:   %s\nposition: %s\nupdated:  %s (%s ago)\n", cp.Source, cp.Position, cp.UpdatedAt.Format(time.RFC3339), time.Since(cp.UpdatedAt).Round(time.Second))
+	if out.ServerError != "" {
+		fmt.Fprintf(stdout, "server:   unreachable: %s\n", out.ServerError)
+		return ExitOK
+	}
+	fmt.Fprintf(stdout, "server:   %s", out.ServerCurrent)
+	if out.BehindBytes != nil {
+		fmt.Fprintf(stdout, " (the checkpoint is %d bytes of log behind)", *out.BehindBytes)
+	}
+	fmt.Fprintln(stdout)
+	for _, n := range out.Notes {
+		fmt.Fprintf(stdout, "note:     %s\n", n)
+	}
+	return ExitOK
+}
+
+func cmdCheckpointSet(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
+	var to string
+	var dryRun bool
+	cfg, code := loadConfig("checkpoint set", args, environ, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&to, "to", "", "the new position (MySQL FILE:OFFSET[@GTIDSET] or @GTIDSET; Postgres LSN X/Y); required")
+		fs.BoolVar(&dryRun, "dry-run", false, "validate and show the change without writing it")
+	})
+	if cfg == nil {
+		return code
+	}
+	if to == "" {
+		fmt.Fprintln(stderr, "checkpoint set: --to is required")
+		return ExitUsage
+	}
+	store, err := file.New(cfg.Checkpoint.File)
+	if err != nil {
+		fmt.Fprintln(stderr, "checkpoint set:", err)
+		return ExitUsage
+	}
+	unlock, err := store.Lock()
+	if err != nil {
+		fmt.Fprintln(stderr, "checkpoint set: refused:", err)
+		return ExitFailure
+	}
+	defer unlock()
+	t := tools(cfg, io.Discard)
+	pos, err := t.Check(ctx, to)
+	if err != nil {
+		fmt.Fprintf(stderr, "checkpoint set: refused: %v\n", err)
+		return ExitFailure
+	}
+	old := "(none)"
+	if cp, err := store.Load(ctx); err == nil {
+		old = cp.Position
+	}
+	fmt.Fprintf(stdout, "checkpoint: %s\n  from: %s\n  to:   %s\n", cfg.Checkpoint.File.Path, old, pos)
+	if dryRun {
+		fmt.Fprintln(stdout, "dry run: nothing written")
+		return ExitOK
+	}
+	if err := store.Save(ctx, checkpoint.Checkpoint{Source: t.Kind(), Position: pos, UpdatedAt: time.Now().UTC()}); err != nil {
+		fmt.Fprintln(stderr, "checkpoint set:", err)
+		return ExitFailure
+	}
+	fmt.Fprintln(stdout, "written: the relay resumes right after it on its next start")
+	return ExitOK
+}
+
+// memStore is the replay's own checkpoint: it never touches the relay's.
+type memStore struct {
+	mu sync.Mutex
+	cp checkpoint.Checkpoint
+}
+
+func (m *memStore) Load(context.Context) (checkpoint.Checkpoint, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cp, nil
+}
+
+func (m *memStore) Save(_ context.Context, cp checkpoint.Checkpoint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cp = cp
+	return nil
+}
+
+func (m *memStore) Close() error { return nil }
+
+// rangeSource bounds a source to transactions that begin before `to`.
+type rangeSource struct {
+	positionTools
+	to string
+}
+
+func (s rangeSource) Open(ctx context.Context, from string) (source.Reader, error) {
+	r, err := s.positionTools.Open(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	return &rangeReader{Reader: r, to: s.to, compare: s.Compare}, nil
+}
+
+type rangeReader struct {
+	source.Reader
+	to      string
+	compare func(a, b string) (int, error)
+	done    bool
+}
+
+func (r *rangeReader) Next(ctx context.Context) (*source.Tx, error) {
+	if r.done {
+		return nil, source.ErrEndOfRange
+	}
+	tx, err := r.Reader.Next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c, err := r.compare(tx.ID, r.to); err == nil && c >= 0 {
+		r.done = true
+		return nil, source.ErrEndOfRange
+	}
+	if tx.End != nil {
+		if c, err := r.compare(tx.End.String(), r.to); err == nil && c >= 0 {
+			r.done = true // this is the last one: do not wait for more
+		}
+	}
+	return tx, nil
+}
+
+// countingSink records what the replay produced.
+type countingSink struct {
+	sink.Sink
+	mu          sync.Mutex
+	n           int
+	first, last string
+}
+
+func (c *countingSink) Send(ctx context.Context, r sink.Record, ack sink.AckFunc) error {
+	for _, h := range r.Headers {
+		if h.Key == outbox.HeaderPosition {
+			c.mu.Lock()
+			if c.first == "" {
+				c.first = string(h.Value)
+			}
+			c.last = string(h.Value)
+			c.n++
+			c.mu.Unlock()
+		}
+	}
+	return c.Sink.Send(ctx, r, ack)
+}
+
+func cmdReplay(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
+	var from, to, topic string
+	var serverID uint
+	cfg, code := loadConfig("replay", args, environ, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&from, "from", "", "replay the transactions after this position (required)")
+		fs.StringVar(&to, "to", "", "stop before the first transaction that begins at or after this position (default: the server's position now)")
+		fs.StringVar(&topic, "topic-override", "", "send every record to this topic instead of the mapped one")
+		fs.UintVar(&serverID, "server-id", 0, "MySQL: the replica server_id of the replay (default: source.mysql.server_id + 1000000, so it does not disconnect the running relay)")
+	})
+	if cfg == nil {
+		return code
+	}
+	if from == "" {
+		fmt.Fprintln(stderr, "replay: --from is required")
+		return ExitUsage
+	}
+	log := newLogger(cfg.Log, stderr)
+	if cfg.Source.Type == "postgres" {
+		fmt.Fprintln(stderr, "replay: not available for postgres sources yet: a logical slot cannot read WAL from before its confirmed_flush_lsn; see docs/operations.md")
+		return ExitFailure
+	}
+	mcfg := cfg.Source.MySQL
+	if serverID != 0 {
+		mcfg.ServerID = uint32(serverID)
+	} else {
+		mcfg.ServerID += 1000000
+	}
+	t := positionTools(mysql.NewSource(mcfg, log))
+	var err error
+	if from, err = t.Check(ctx, from); err != nil {
+		fmt.Fprintf(stderr, "replay: --from: %v\n", err)
+		return ExitFailure
+	}
+	if to == "" {
+		st, err := t.Status(ctx, "")
+		if err != nil {
+			fmt.Fprintf(stderr, "replay: %v\n", err)
+			return ExitFailure
+		}
+		to = st.Current
+	}
+	if c, err := t.Compare(from, to); err != nil || c >= 0 {
+		fmt.Fprintf(stderr, "replay: nothing to replay between %s and %s (%v)\n", from, to, err)
+		return ExitFailure
+	}
+	ocfg := cfg.Outbox
+	if topic != "" {
+		ocfg.Topic = topic
+	}
+	mapper, err := outbox.New(ocfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "replay: --topic-override: %v\n", err)
+		return ExitUsage
+	}
+	counter := &countingSink{}
+	kcfg := cfg.Kafka
+	klog := log.With().Str("component", "sink.kafka").Logger()
+	newSink := func(context.Context) (sink.Sink, error) {
+		k, err := kafka.New(kcfg, klog)
+		if err != nil {
+			return nil, err
+		}
+		counter.Sink = k
+		return counter, nil
+	}
+	store := &memStore{cp: checkpoint.Checkpoint{Source: t.Kind(), Position: from}}
+	r := relay.New(cfg.Relay, rangeSource{positionTools: t, to: to}, newSink, store, mapper, log.With().Str("component", "replay").Logger())
+	if err := r.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "replay: %v\n", err)
+		return ExitFailure
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintf(stdout, "replay interrupted after %d records (up to %s)\n", counter.n, store.cp.Position)
+		return ExitFailure
+	}
+	fmt.Fprintf(stdout, "replayed %d records from transactions after %s and before %s\n  first transaction: %s\n  last transaction:  %s\n", counter.n, from, to, counter.first, counter.last)
+	return ExitOK
+}

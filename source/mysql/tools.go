@@ -1,0 +1,215 @@
+package mysql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-mysql-org/go-mysql/client"
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/outboxrelay/outboxrelay/source"
+)
+
+// The position tools (outboxrelay checkpoint show/set, replay) ask the
+// server about positions without streaming.
+
+// detect reads the flavor and GTID mode without judging the settings.
+func detect(conn *client.Conn) (serverInfo, error) {
+	var si serverInfo
+	v, err := queryString(conn, "SELECT VERSION()")
+	if err != nil {
+		return si, err
+	}
+	si.version = v
+	si.flavor = gomysql.MySQLFlavor
+	if strings.Contains(strings.ToLower(v), "mariadb") {
+		si.flavor = gomysql.MariaDBFlavor
+		si.gtidEnabled = true
+		return si, nil
+	}
+	mode, err := queryString(conn, "SELECT @@GLOBAL.gtid_mode")
+	si.gtidEnabled = err == nil && strings.EqualFold(mode, "ON")
+	return si, nil
+}
+
+// Compare orders two positions' text forms.
+func (s *Source) Compare(a, b string) (int, error) {
+	pa, err := ParsePosition(a)
+	if err != nil {
+		return 0, err
+	}
+	pb, err := ParsePosition(b)
+	if err != nil {
+		return 0, err
+	}
+	return pa.Compare(pb)
+}
+
+// Status reports the server's position now and how far pos (if not "") is
+// behind it.
+func (s *Source) Status(ctx context.Context, pos string) (source.PositionStatus, error) {
+	st := source.PositionStatus{BehindBytes: -1}
+	cfg := s.cfg
+	cfg.SetDefaults()
+	conn, err := connect(ctx, &cfg)
+	if err != nil {
+		return st, err
+	}
+	defer conn.Close()
+	si, err := detect(conn)
+	if err != nil {
+		return st, err
+	}
+	cur, err := currentPosition(conn, si)
+	if err != nil {
+		return st, err
+	}
+	st.Current = cur.String()
+	logs, err := binaryLogs(conn)
+	if err != nil {
+		return st, err
+	}
+	if len(logs) > 0 {
+		st.Notes = append(st.Notes, fmt.Sprintf("the server has binlogs %s … %s", logs[0].name, logs[len(logs)-1].name))
+	}
+	if pos == "" {
+		return st, nil
+	}
+	p, err := ParsePosition(pos)
+	if err != nil || p.File == "" {
+		return st, err
+	}
+	var behind int64
+	found := false
+	for _, f := range logs {
+		switch {
+		case f.name == p.File && f.name == cur.File:
+			behind += int64(cur.Offset) - int64(p.Offset)
+			found = true
+		case f.name == p.File:
+			behind += int64(f.size) - int64(p.Offset)
+			found = true
+		case found && f.name == cur.File:
+			behind += int64(cur.Offset)
+		case found:
+			behind += int64(f.size)
+		}
+		if f.name == cur.File {
+			break
+		}
+	}
+	if !found {
+		st.Notes = append(st.Notes, fmt.Sprintf("binlog file %s of the position is no longer on the server: the relay cannot resume from it", p.File))
+		return st, nil
+	}
+	st.BehindBytes = behind
+	return st, nil
+}
+
+// Check verifies that the relay could resume right after pos: the binlog
+// file is still there, the offset starts an event outside any transaction,
+// and the GTIDs are not purged. It returns the position to store, with the
+// GTID set filled in where the server can tell it (MariaDB).
+func (s *Source) Check(ctx context.Context, pos string) (string, error) {
+	p, err := ParsePosition(pos)
+	if err != nil {
+		return "", err
+	}
+	cfg := s.cfg
+	cfg.SetDefaults()
+	conn, err := connect(ctx, &cfg)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	si, err := detect(conn)
+	if err != nil {
+		return "", err
+	}
+	if p.GTID != "" || p.File == "" {
+		if !si.gtidEnabled {
+			return "", fmt.Errorf("position %s has a GTID set, but the server has GTIDs off", pos)
+		}
+		if _, err := gomysql.ParseGTIDSet(si.flavor, p.GTID); err != nil {
+			return "", fmt.Errorf("position %s: not a %s GTID set: %w", pos, si.flavor, err)
+		}
+	}
+	if p.File != "" {
+		if err := checkServable(conn, p); err != nil {
+			return "", backoffCause(err)
+		}
+		if err := checkBoundary(conn, p); err != nil {
+			return "", err
+		}
+		if p.GTID == "" && si.flavor == gomysql.MariaDBFlavor {
+			// Resuming by GTID survives a fail-over; MariaDB can tell the
+			// GTID position of any binlog offset.
+			g, err := queryString(conn, fmt.Sprintf("SELECT BINLOG_GTID_POS('%s', %d)", strings.ReplaceAll(p.File, "'", ""), p.Offset))
+			if err == nil && g != "" {
+				p.GTID = g
+			}
+		}
+	}
+	if p.GTID != "" && si.flavor == gomysql.MySQLFlavor {
+		ok, err := queryString(conn, fmt.Sprintf("SELECT GTID_SUBSET(@@GLOBAL.gtid_purged, '%s')", strings.ReplaceAll(p.GTID, "'", "")))
+		if err != nil {
+			return "", err
+		}
+		if ok != "1" {
+			return "", fmt.Errorf("position %s: GTIDs after it have been purged from the server's binlogs (gtid_purged is not a subset of the set): the relay cannot resume from it", pos)
+		}
+	}
+	return p.String(), nil
+}
+
+// txStart lists the binlog events a transaction may start at (or that stand
+// between transactions).
+var txStart = map[string]bool{
+	"gtid": true, "anonymous_gtid": true, "format_desc": true, "rotate": true,
+	"gtid_list": true, "binlog_checkpoint": true, "previous_gtids": true, "stop": true,
+}
+
+// checkBoundary verifies that p starts an event at a transaction boundary:
+// resuming inside a transaction would meet rows without their table map.
+func checkBoundary(conn *client.Conn, p Position) error {
+	for _, f := range mustLogs(conn) {
+		if f.name == p.File && uint64(p.Offset) == f.size {
+			return nil // the end of a file is a boundary
+		}
+	}
+	r, err := conn.Execute(fmt.Sprintf("SHOW BINLOG EVENTS IN '%s' FROM %d LIMIT 1", strings.ReplaceAll(p.File, "'", ""), p.Offset))
+	if err != nil {
+		return fmt.Errorf("position %s: offset %d does not start an event in %s (%v); pick a position from SHOW BINLOG EVENTS, after an Xid or COMMIT event", p, p.Offset, p.File, err)
+	}
+	defer r.Close()
+	if r.RowNumber() == 0 {
+		return nil
+	}
+	typ, _ := r.GetStringByName(0, "Event_type")
+	info, _ := r.GetStringByName(0, "Info")
+	t := strings.ToLower(typ)
+	if txStart[t] {
+		return nil
+	}
+	if t == "query" && !strings.HasPrefix(strings.ToUpper(strings.TrimSpace(info)), "COMMIT") {
+		return nil // BEGIN, or a statement (DDL) that is a transaction alone
+	}
+	return fmt.Errorf("position %s is inside a transaction (the event there is %s): resume after an Xid or COMMIT event (see SHOW BINLOG EVENTS IN '%s')", p, strings.Clone(typ), p.File)
+}
+
+func mustLogs(conn *client.Conn) []binlogFile {
+	logs, _ := binaryLogs(conn)
+	return logs
+}
+
+// backoffCause unwraps backoff.Permanent for messages shown to a person.
+func backoffCause(err error) error {
+	var perm *backoff.PermanentError
+	if errors.As(err, &perm) {
+		return perm.Err
+	}
+	return err
+}
