@@ -5,7 +5,14 @@
 // know about sources, mapping or checkpoints.
 package sink
 
-import "context"
+import (
+	"context"
+	"errors"
+)
+
+// ErrTooLarge matches (errors.Is) a record refused for its size, before
+// sending or by the broker.
+var ErrTooLarge = errors.New("record too large")
 
 // Header is one record header. Order is kept.
 type Header struct {

@@ -28,10 +28,18 @@ func TestConfigurationDocCoversEveryKey(t *testing.T) {
 			t.Errorf("docs/configuration.md does not name %s", env)
 		}
 	}
-	// Documented keys appear in table rows as | `section.key` | ... (other
-	// tables, such as the headers, have no dotted first column).
+	// Documented keys are the rows of the reference tables, those whose
+	// header is "| key | default | environment variable | …".
+	inKeys := false
 	for _, line := range strings.Split(doc, "\n") {
-		if !strings.HasPrefix(line, "| `") {
+		switch {
+		case strings.HasPrefix(line, "| key | default |"):
+			inKeys = true
+			continue
+		case !strings.HasPrefix(line, "|"):
+			inKeys = false
+		}
+		if !inKeys || !strings.HasPrefix(line, "| `") {
 			continue
 		}
 		key := strings.Trim(strings.SplitN(line, "|", 3)[1], " `")

@@ -58,7 +58,12 @@ func collect(v reflect.Value, path string, fields map[string]reflect.Value, keys
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		sf := t.Field(i)
-		tag := strings.Split(sf.Tag.Get("yaml"), ",")[0]
+		parts := strings.Split(sf.Tag.Get("yaml"), ",")
+		tag := parts[0]
+		if len(parts) > 1 && parts[1] == "inline" && sf.Type.Kind() == reflect.Struct {
+			collect(v.Field(i), path, fields, keys)
+			continue
+		}
 		if tag == "" || tag == "-" || !sf.IsExported() {
 			continue
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/internal/failpoint"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/retry"
+	"github.com/outboxrelay/outboxrelay/schema"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/outboxrelay/outboxrelay/source"
 )
@@ -45,6 +46,9 @@ type Config struct {
 	// ShutdownTimeout bounds the wait for in-flight records on shutdown.
 	// Default 30s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// BadRowHook, if set, is told of every bad row with its reason and the
+	// policy applied (for metrics).
+	BadRowHook func(reason, policy string) `yaml:"-"`
 	// Retry bounds the backoff between sessions after transient failures.
 	Retry retry.Policy `yaml:"-"`
 	// Observer is told when each transaction is acknowledged. Default: a
@@ -124,6 +128,15 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 		return err
 	}
 	defer reader.Close()
+	// A table lacking a configured column is a configuration error: find
+	// it now rather than at its first row.
+	if tl, ok := reader.(interface{ Tables() []*schema.Table }); ok {
+		for _, t := range tl.Tables() {
+			if err := r.mapper.CheckTable(t); err != nil {
+				return backoff.Permanent(fmt.Errorf("outbox mapping: %w", err))
+			}
+		}
+	}
 	snk, err := r.newSink(ctx)
 	if err != nil {
 		return err
@@ -231,6 +244,9 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 	}
 
 	switch {
+	case errors.Is(tracker.Err(), sink.ErrTooLarge):
+		// Retrying would send the same record again: stop with the fix.
+		return backoff.Permanent(fmt.Errorf("kafka refused a record as too large (%w): the topic's max.message.bytes is below kafka.max_message_bytes; lower kafka.max_message_bytes to the topic's limit so that such rows become bad rows under outbox.on_bad_row", tracker.Err()))
 	case tracker.Err() != nil:
 		return fmt.Errorf("kafka did not acknowledge a record: %w", tracker.Err())
 	case saveErr != nil:
@@ -241,6 +257,48 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 		return nil // a bounded run (replay) is complete
 	}
 	return readErr
+}
+
+// onBadRow applies outbox.on_bad_row to a row the mapping or the sink
+// refused (err is an *outbox.BadRowError). Under dead-letter it puts the
+// dead-letter record in *rec and returns send; under skip it returns
+// !send; under fail, the error that stops the relay at this row (the
+// checkpoint stays before its transaction).
+func (r *Relay) onBadRow(row source.Row, err error, dropPayload bool, rec *sink.Record) (send bool, _ error) {
+	var bad *outbox.BadRowError
+	if !errors.As(err, &bad) {
+		return false, backoff.Permanent(err)
+	}
+	policy := r.mapper.Policy()
+	if r.cfg.BadRowHook != nil {
+		r.cfg.BadRowHook(bad.Reason, policy)
+	}
+	switch policy {
+	case outbox.PolicySkip:
+		r.log.Warn().Str("table", bad.Table).Str("event_id", bad.EventID).Str("transaction", bad.TxID).Int("row", bad.Index).
+			Str("reason", bad.Reason).Str("error", bad.Detail).Msg("bad outbox row skipped (on_bad_row: skip)")
+		return false, nil
+	case outbox.PolicyDeadLetter:
+		r.log.Warn().Str("table", bad.Table).Str("event_id", bad.EventID).Str("transaction", bad.TxID).Int("row", bad.Index).
+			Str("reason", bad.Reason).Str("error", bad.Detail).Msg("bad outbox row sent to the dead-letter topic")
+		*rec = r.mapper.DeadLetter(row, bad, dropPayload)
+		return true, nil
+	}
+	return false, backoff.Permanent(fmt.Errorf("%w. The relay stopped at this row and the checkpoint stays before its transaction: fix the row (or the outbox mapping), or set outbox.on_bad_row to skip or dead-letter, then start the relay again", bad))
+}
+
+func isPermanent(err error) bool {
+	var perm *backoff.PermanentError
+	return errors.As(err, &perm)
+}
+
+func recordHeader(r sink.Record, key string) (string, bool) {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value), true
+		}
+	}
+	return "", false
 }
 
 // pumpState is where pump stopped, so that a clean shutdown can finish
@@ -282,13 +340,40 @@ func (r *Relay) pump(ctx context.Context, reader source.Reader, snk sink.Sink, t
 				i := st.next
 				rec, err := r.mapper.Map(tx.Rows[i], tx.ID, tx.FirstIndex+i, tx.CommitTime)
 				if err != nil {
-					cur.Add(i - len(tx.Rows))
-					return backoff.Permanent(fmt.Errorf("%w. The checkpoint stays before this transaction: fix the row or the outbox mapping, then start the relay again", err))
+					send, perr := r.onBadRow(tx.Rows[i], err, false, &rec)
+					if perr != nil {
+						cur.Add(i - len(tx.Rows))
+						return perr
+					}
+					if !send { // skipped: it counts as done
+						cur.Done(nil)
+						continue
+					}
 				}
-				if err := snk.Send(ctx, rec, ack); err != nil {
+				err = snk.Send(ctx, rec, ack)
+				if errors.Is(err, sink.ErrTooLarge) {
+					bad := &outbox.BadRowError{Table: tx.Rows[i].Table.FullName(), TxID: tx.ID, Index: tx.FirstIndex + i, Reason: outbox.ReasonTooLarge, Detail: err.Error()}
+					if id, ok := recordHeader(rec, outbox.HeaderID); ok {
+						bad.EventID = id
+					}
+					send, perr := r.onBadRow(tx.Rows[i], bad, true, &rec)
+					switch {
+					case perr != nil:
+						err = perr
+					case !send:
+						cur.Done(nil)
+						continue
+					default:
+						err = snk.Send(ctx, rec, ack)
+					}
+				}
+				if err != nil {
 					cur.Add(i - len(tx.Rows))
 					if ctx.Err() != nil {
 						return ctx.Err()
+					}
+					if isPermanent(err) {
+						return err
 					}
 					return backoff.Permanent(fmt.Errorf("table %s, transaction at %s, row %d: %w", tx.Rows[i].Table.FullName(), tx.ID, tx.FirstIndex+i, err))
 				}

@@ -2,9 +2,11 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/IBM/sarama"
 	"github.com/rs/zerolog"
@@ -27,6 +29,18 @@ type Producer struct {
 type pending struct {
 	ack    sink.AckFunc
 	weight int64
+}
+
+// envelope is everything Send hands sarama for one record, in one
+// allocation: the message, its metadata, up to four headers and the key and
+// value encoders (pointers into the envelope implement sarama.Encoder, so
+// they need no boxing of their own). Before, these were about ten small
+// allocations per record, a visible share of the relay's CPU in profiles.
+type envelope struct {
+	msg        sarama.ProducerMessage
+	pd         pending
+	key, value sarama.ByteEncoder
+	headers    [4]sarama.RecordHeader
 }
 
 // New connects to the brokers and starts the producer.
@@ -64,7 +78,11 @@ func (k *Producer) errors() {
 	for e := range k.p.Errors() {
 		pd := e.Msg.Metadata.(*pending)
 		k.inflight.Release(pd.weight)
-		pd.ack(fmt.Errorf("produce to %s: %w", e.Msg.Topic, e.Err))
+		err := e.Err
+		if errors.Is(err, sarama.ErrMessageSizeTooLarge) {
+			err = fmt.Errorf("%w: %w", sink.ErrTooLarge, err)
+		}
+		pd.ack(fmt.Errorf("produce to %s: %w", e.Msg.Topic, err))
 	}
 }
 
@@ -78,20 +96,27 @@ func (k *Producer) Send(ctx context.Context, r sink.Record, ack sink.AckFunc) er
 	if err := k.inflight.Acquire(ctx, w); err != nil {
 		return err
 	}
-	m := &sarama.ProducerMessage{
-		Topic:    r.Topic,
-		Metadata: &pending{ack: ack, weight: w},
-	}
+	env := &envelope{pd: pending{ack: ack, weight: w}}
+	m := &env.msg
+	m.Topic = r.Topic
+	m.Metadata = &env.pd
 	if r.Key != nil {
-		m.Key = sarama.ByteEncoder(r.Key)
+		env.key = r.Key
+		m.Key = &env.key
 	}
 	if r.Value != nil {
-		m.Value = sarama.ByteEncoder(r.Value)
+		env.value = r.Value
+		m.Value = &env.value
 	}
 	if len(r.Headers) > 0 {
-		m.Headers = make([]sarama.RecordHeader, len(r.Headers))
+		if len(r.Headers) <= len(env.headers) {
+			m.Headers = env.headers[:len(r.Headers)]
+		} else {
+			m.Headers = make([]sarama.RecordHeader, len(r.Headers))
+		}
 		for i, h := range r.Headers {
-			m.Headers[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
+			// sarama only reads header keys: share the string's bytes.
+			m.Headers[i] = sarama.RecordHeader{Key: unsafe.Slice(unsafe.StringData(h.Key), len(h.Key)), Value: h.Value}
 		}
 	}
 	if r.TimestampMs != 0 {
@@ -120,6 +145,9 @@ type TooLargeError struct {
 	Topic     string
 	Size, Max int
 }
+
+// Is makes a TooLargeError match sink.ErrTooLarge.
+func (e *TooLargeError) Is(target error) bool { return target == sink.ErrTooLarge }
 
 func (e *TooLargeError) Error() string {
 	return fmt.Sprintf("record for %s is %d bytes, over kafka.max_message_bytes (%d)", e.Topic, e.Size, e.Max)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 	"github.com/google/uuid"
@@ -29,6 +30,10 @@ const Kind = "mysql"
 // pieceRows bounds the rows of one transaction held in memory: larger
 // transactions are handed out in pieces of this many rows.
 const pieceRows = 2048
+
+// eventsAhead is how many binlog events the syncer may read and decode
+// ahead of Next.
+const eventsAhead = 512
 
 // Reader streams committed transactions from the binlog.
 type Reader struct {
@@ -48,6 +53,8 @@ type Reader struct {
 
 	tables map[*replication.TableMapEvent]*schema.Table
 	known  map[string]*schema.Table // by full name: reused while columns match
+
+	startTables []*schema.Table // outbox tables visible in information_schema at open
 
 	file string          // current binlog file
 	gset gomysql.GTIDSet // executed set; nil when not tracked
@@ -146,6 +153,11 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		DisableRetrySync:    true,
 		RowsEventDecodeFunc: r.decodeRows,
 		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Events decoded ahead of the relay. go-mysql's default (10240)
+		// lets a backlog fill hundreds of MiB with decoded rows events
+		// (up to 8 KiB each, plus their rows) while Kafka applies
+		// backpressure; a few hundred already keep the pipeline busy.
+		EventCacheCount: eventsAhead,
 	})
 
 	if start.GTID != "" && si.gtidEnabled {
@@ -168,6 +180,7 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		}
 	}
 	r.txID = start.String()
+	r.startTables = outboxTables(conn, filter, log)
 	log.Info().Str("position", start.String()).Str("server", si.version).Bool("gtid", r.gset != nil).Msg("streaming binlog")
 	return r, nil
 }
@@ -402,4 +415,41 @@ func (s *Source) Kind() string { return Kind }
 // Open implements relay.Source.
 func (s *Source) Open(ctx context.Context, from string) (source.Reader, error) {
 	return Open(ctx, s.cfg, s.log, from)
+}
+
+// Tables returns the outbox tables' columns as information_schema showed
+// them at open, so that the relay can check the mapping before streaming.
+// Tables the relay's user cannot see there are missing: the check then
+// happens at their first row.
+func (r *Reader) Tables() []*schema.Table { return r.startTables }
+
+// outboxTables reads the columns of the tables the filter includes. The
+// relay needs no privilege on them to stream; information_schema shows only
+// the tables the user has some privilege on (e.g. SELECT), so this is best
+// effort.
+func outboxTables(conn *client.Conn, filter *schema.Filter, log zerolog.Logger) []*schema.Table {
+	res, err := conn.Execute(`SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS
+		WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')
+		ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION`)
+	if err != nil {
+		log.Debug().Err(err).Msg("cannot read information_schema.COLUMNS; the mapping is checked at each table's first row")
+		return nil
+	}
+	defer res.Close()
+	var out []*schema.Table
+	var cur *schema.Table
+	for i := 0; i < res.RowNumber(); i++ {
+		sch, _ := res.GetString(i, 0)
+		tbl, _ := res.GetString(i, 1)
+		col, _ := res.GetString(i, 2)
+		if !filter.Match(sch, tbl) {
+			continue
+		}
+		if cur == nil || cur.Schema != sch || cur.Name != tbl {
+			cur = &schema.Table{Schema: strings.Clone(sch), Name: strings.Clone(tbl)}
+			out = append(out, cur)
+		}
+		cur.Columns = append(cur.Columns, strings.Clone(col))
+	}
+	return out
 }

@@ -51,6 +51,8 @@ type Reader struct {
 	wakeMu sync.Mutex
 	wake   context.CancelFunc // interrupts the pending receive
 
+	tables []*schema.Table // the outbox tables' columns at open
+
 	// Owned by the streaming goroutine (and by Close once it ended).
 	received   pglogrepl.LSN // newest WAL position seen: the write position
 	sentFlush  pglogrepl.LSN // flush position last reported
@@ -107,6 +109,10 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		return nil, err
 	}
 	tables, err := resolveTables(ctx, conn, filter, si.database)
+	if err != nil {
+		return nil, err
+	}
+	layouts, err := tableColumns(ctx, conn, tables)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +180,7 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		names[i] = t.String()
 	}
 	r := &Reader{
+		tables:  layouts,
 		cfg:     cfg,
 		log:     log,
 		conn:    repl,
@@ -314,3 +321,7 @@ func (s *Source) Open(ctx context.Context, from string) (source.Reader, error) {
 	}
 	return r, nil
 }
+
+// Tables returns the outbox tables' columns as the catalog had them at open,
+// so that the relay can check the mapping before streaming.
+func (r *Reader) Tables() []*schema.Table { return r.tables }

@@ -237,3 +237,21 @@ func startPosition(from string, s slotInfo, cfg *Config, si serverInfo) (pglogre
 	}
 	return p.LSN, nil
 }
+
+// tableColumns reads the columns of each outbox table, in order.
+func tableColumns(ctx context.Context, conn *pgx.Conn, tables []qualifiedTable) ([]*schema.Table, error) {
+	out := make([]*schema.Table, 0, len(tables))
+	for _, t := range tables {
+		rows, err := conn.Query(ctx, `SELECT attname FROM pg_attribute
+			WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, t.sql())
+		if err != nil {
+			return nil, fmt.Errorf("read the columns of %s: %w", t, err)
+		}
+		cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("read the columns of %s: %w", t, err)
+		}
+		out = append(out, &schema.Table{Schema: t.schema, Name: t.name, Columns: cols})
+	}
+	return out, nil
+}

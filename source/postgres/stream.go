@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -17,6 +18,12 @@ import (
 
 // stream is the goroutine that owns the replication connection.
 func (r *Reader) stream(ctx context.Context) error {
+	w := &waker{conn: r.conn}
+	r.wakeMu.Lock()
+	r.wake = w.wake // Ack interrupts a pending receive with it
+	r.wakeMu.Unlock()
+	stop := context.AfterFunc(ctx, w.wake)
+	defer stop()
 	// Report the start position at once: the server learns the flush
 	// position this session will never go below.
 	if err := r.sendStatus(); err != nil {
@@ -38,7 +45,7 @@ func (r *Reader) stream(ctx context.Context) error {
 		if err := r.quiet(ctx); err != nil {
 			return err
 		}
-		msg, err := r.receive(ctx)
+		msg, err := r.receive(ctx, w)
 		if err != nil {
 			return err
 		}
@@ -51,28 +58,63 @@ func (r *Reader) stream(ctx context.Context) error {
 	}
 }
 
+// waker lets other goroutines interrupt the stream goroutine's pending
+// receive. Receives run with a read deadline on the connection (the next
+// status update) rather than a context per message: pgconn watches a
+// context with a goroutine hand-off and the context needs a timer, which
+// together cost as much CPU per message as decoding it (profile in
+// docs/performance.md). A timeout leaves the connection usable.
+type waker struct {
+	conn     *pgconn.PgConn
+	mu       sync.Mutex
+	reading  bool      // a receive is pending
+	deadline time.Time // the read deadline in place; zero: must be set again
+}
+
+// wake makes a pending receive return at once (an Ack arrived, or the
+// stream's context ended); a receive about to start checks for those itself.
+func (w *waker) wake() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.reading {
+		_ = w.conn.Conn().SetReadDeadline(time.Now())
+		w.deadline = time.Time{}
+	}
+}
+
 // receive waits for the next message until the next status update is due
 // or an Ack arrives; then it returns nil, nil.
-func (r *Reader) receive(ctx context.Context) (pgproto3.BackendMessage, error) {
-	rctx, cancel := context.WithDeadline(ctx, r.nextStatus)
-	defer cancel()
-	r.wakeMu.Lock()
-	r.wake = cancel
-	r.wakeMu.Unlock()
-	defer func() {
-		r.wakeMu.Lock()
-		r.wake = nil
-		r.wakeMu.Unlock()
-	}()
-	if len(r.nudge) > 0 { // an Ack came before the wake-up was in place
+func (r *Reader) receive(ctx context.Context, w *waker) (pgproto3.BackendMessage, error) {
+	w.mu.Lock()
+	if err := ctx.Err(); err != nil {
+		w.mu.Unlock()
+		return nil, err
+	}
+	if len(r.nudge) > 0 { // an Ack is waiting to be reported
+		w.mu.Unlock()
 		return nil, nil
 	}
-	msg, err := r.conn.ReceiveMessage(rctx)
+	if !w.deadline.Equal(r.nextStatus) {
+		if err := r.conn.Conn().SetReadDeadline(r.nextStatus); err != nil {
+			w.mu.Unlock()
+			return nil, fmt.Errorf("replication stream from slot %s: %w", r.cfg.Slot, err)
+		}
+		w.deadline = r.nextStatus
+	}
+	w.reading = true
+	w.mu.Unlock()
+	msg, err := r.conn.ReceiveMessage(context.Background())
+	w.mu.Lock()
+	w.reading = false
+	if err != nil {
+		w.deadline = time.Time{}
+	}
+	w.mu.Unlock()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if rctx.Err() != nil && !r.conn.IsClosed() {
+		if pgconn.Timeout(err) && !r.conn.IsClosed() {
 			return nil, nil // status due or woken by Ack: the connection is fine
 		}
 		return nil, fmt.Errorf("replication stream from slot %s: %w", r.cfg.Slot, err)
@@ -139,6 +181,11 @@ func (r *Reader) decode(ctx context.Context, xld pglogrepl.XLogData) error {
 		if !rel.include {
 			return nil
 		}
+		row, err := r.dec.insertTuple(rel, data)
+		if err != nil {
+			return backoff.Permanent(fmt.Errorf("transaction at %s: %w", r.txID, err))
+		}
+		return r.add(ctx, row, xld.WALStart)
 	case pglogrepl.MessageTypeStreamStart, pglogrepl.MessageTypeStreamStop,
 		pglogrepl.MessageTypeStreamCommit, pglogrepl.MessageTypeStreamAbort:
 		return backoff.Permanent(fmt.Errorf("replication stream at %s: the server streams an in-progress transaction (%s), which protocol version 1 never does", xld.WALStart, pglogrepl.MessageType(data[0])))
@@ -177,12 +224,6 @@ func (r *Reader) decode(ctx context.Context, xld pglogrepl.XLogData) error {
 		r.lastEnd = m.TransactionEndLSN
 	case *pglogrepl.RelationMessage:
 		r.dec.relation(m)
-	case *pglogrepl.InsertMessage:
-		row, err := r.dec.insert(r.dec.rels[m.RelationID], m)
-		if err != nil {
-			return backoff.Permanent(fmt.Errorf("transaction at %s: %w", r.txID, err))
-		}
-		return r.add(ctx, row, xld.WALStart)
 	case *pglogrepl.LogicalDecodingMessage:
 		if !m.Transactional {
 			// Outside any transaction of the stream (protocol version 1
