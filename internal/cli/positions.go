@@ -265,6 +265,7 @@ func cmdReplay(ctx context.Context, args []string, environ []string, stdout, std
 		return ExitFailure
 	}
 	mcfg := cfg.Source.MySQL
+	mcfg.Replay = true
 	if serverID != 0 {
 		mcfg.ServerID = uint32(serverID)
 	} else {

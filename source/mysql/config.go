@@ -42,6 +42,9 @@ type Config struct {
 	Heartbeat time.Duration `yaml:"heartbeat"`
 	// ConnectTimeout bounds each connection attempt. Default 10s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// Replay is set by `outboxrelay replay`: with binlog_row_metadata
+	// MINIMAL it refuses to cross a DDL on an outbox table.
+	Replay bool `yaml:"-"`
 }
 
 // SetDefaults fills the zero fields with their defaults.

@@ -52,7 +52,11 @@ type Reader struct {
 	decodeErr error
 
 	tables map[*replication.TableMapEvent]*schema.Table
-	known  map[string]*schema.Table // by full name: reused while columns match
+	known  *schema.Cache // layouts from the binlog's column names
+	// fallback holds the outbox tables' columns from information_schema
+	// when the server sends no column names (binlog_row_metadata=MINIMAL);
+	// nil otherwise. Reloaded at every DDL.
+	fallback *schema.Cache
 
 	startTables []*schema.Table // outbox tables visible in information_schema at open
 
@@ -134,8 +138,18 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		si:        si,
 		decisions: make(map[uint64]decision),
 		tables:    make(map[*replication.TableMapEvent]*schema.Table),
-		known:     make(map[string]*schema.Table),
+		known:     schema.NewCache(),
 		file:      start.File,
+	}
+	// Before streaming: the decode hook reads r.fallback.
+	r.startTables = outboxTables(conn, filter, log)
+	if si.rowMetadata != "FULL" {
+		r.fallback = schema.NewCache()
+		for _, t := range r.startTables {
+			r.fallback.Layout(t.Schema, t.Name, t.Columns)
+		}
+		log.Warn().Str("binlog_row_metadata", si.rowMetadata).Int("tables", r.fallback.Len()).
+			Msg("the binlog carries no column names: using information_schema (correct only while no DDL on an outbox table lies between the relay's position and now; set binlog_row_metadata=FULL)")
 	}
 	host, portStr, _ := net.SplitHostPort(cfg.Addr)
 	port, _ := strconv.ParseUint(portStr, 10, 16)
@@ -180,7 +194,6 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		}
 	}
 	r.txID = start.String()
-	r.startTables = outboxTables(conn, filter, log)
 	log.Info().Str("position", start.String()).Str("server", si.version).Bool("gtid", r.gset != nil).Msg("streaming binlog")
 	return r, nil
 }
@@ -206,7 +219,7 @@ func (r *Reader) decodeRows(e *replication.RowsEvent, data []byte) error {
 		}
 		r.decisions[e.TableID] = d
 	}
-	if d.include && len(t.ColumnName) == 0 {
+	if d.include && len(t.ColumnName) == 0 && r.fallback == nil {
 		err := backoff.Permanent(fmt.Errorf("table %s.%s: the binlog carries no column names: set binlog_row_metadata=FULL on the server (MySQL ≥ 8.0.1, MariaDB ≥ 10.5)", t.Schema, t.Table))
 		r.decodeErr = err
 		r.decideMu.Unlock()
@@ -282,6 +295,11 @@ func (r *Reader) handle(ev *replication.BinlogEvent) (*source.Tx, error) {
 			if !r.inTx {
 				r.begin(h)
 			}
+			if q != "COMMIT" && r.fallback != nil {
+				if err := r.onDDL(q, h); err != nil {
+					return nil, err
+				}
+			}
 			return r.end(h)
 		}
 	case *replication.XIDEvent:
@@ -296,7 +314,10 @@ func (r *Reader) handle(ev *replication.BinlogEvent) (*source.Tx, error) {
 		if !r.inTx {
 			r.begin(h)
 		}
-		t := r.table(e.Table)
+		t, err := r.table(e.Table, h)
+		if err != nil {
+			return nil, err
+		}
 		for _, vals := range e.Rows {
 			r.rows = append(r.rows, source.Row{Table: t, Values: vals})
 		}
@@ -354,38 +375,90 @@ func (r *Reader) end(h *replication.EventHeader) (*source.Tx, error) {
 
 // table returns the *schema.Table for a table map, reusing the previous one
 // while the layout is unchanged so that per-table caches downstream hold.
-func (r *Reader) table(tm *replication.TableMapEvent) *schema.Table {
+func (r *Reader) table(tm *replication.TableMapEvent, h *replication.EventHeader) (*schema.Table, error) {
 	if t, ok := r.tables[tm]; ok {
-		return t
+		return t, nil
 	}
-	name := string(tm.Schema) + "." + string(tm.Table)
-	t := r.known[name]
-	if t == nil || !sameColumns(t.Columns, tm.ColumnName) {
+	var t *schema.Table
+	if len(tm.ColumnName) == 0 && r.fallback != nil {
+		t = r.fallback.Get(string(tm.Schema), string(tm.Table))
+		switch {
+		case t == nil:
+			return nil, backoff.Permanent(fmt.Errorf("table %s.%s at %s:%d: the binlog carries no column names and information_schema does not show the table to the relay's user: grant it SELECT on the table, or set binlog_row_metadata=FULL", tm.Schema, tm.Table, r.file, h.LogPos))
+		case uint64(len(t.Columns)) != tm.ColumnCount:
+			return nil, backoff.Permanent(fmt.Errorf("table %s.%s at %s:%d: the row has %d columns but information_schema lists %d (%v): the table changed after this row was written, and without column names in the binlog (binlog_row_metadata=MINIMAL) the relay cannot map rows across that change. Set binlog_row_metadata=FULL; then move the checkpoint past this change with `outboxrelay checkpoint set` or restore the old layout", tm.Schema, tm.Table, r.file, h.LogPos, tm.ColumnCount, len(t.Columns), t.Columns))
+		}
+	} else {
 		cols := make([]string, len(tm.ColumnName))
 		for i, c := range tm.ColumnName {
 			cols[i] = string(c)
 		}
-		t = &schema.Table{Schema: string(tm.Schema), Name: string(tm.Table), Columns: cols}
-		r.known[name] = t
+		t = r.known.Layout(string(tm.Schema), string(tm.Table), cols)
 	}
 	// Table map events are new objects per transaction: keep the map small.
 	if len(r.tables) > 4096 {
 		clear(r.tables)
 	}
 	r.tables[tm] = t
-	return t
+	return t, nil
 }
 
-func sameColumns(have []string, names [][]byte) bool {
-	if len(have) != len(names) {
-		return false
-	}
-	for i, n := range names {
-		if have[i] != string(n) {
-			return false
+// onDDL reloads the outbox tables' columns after a DDL statement, in
+// fallback mode. A replay refuses to cross a DDL that names an outbox table:
+// information_schema shows only today's layout.
+func (r *Reader) onDDL(q string, h *replication.EventHeader) error {
+	if r.cfg.Replay {
+		for _, name := range r.fallbackNames() {
+			if mentions(q, name) {
+				return backoff.Permanent(fmt.Errorf("replay stops at %s:%d: a DDL statement changes outbox table %s there (%.80q), and with binlog_row_metadata=MINIMAL the relay cannot map rows from before it; replay up to this position, or set binlog_row_metadata=FULL", r.file, h.LogPos, name, q))
+			}
 		}
+		return nil
 	}
-	return true
+	cfg := r.cfg
+	conn, err := connect(context.Background(), &cfg)
+	if err != nil {
+		return fmt.Errorf("reload outbox table columns after DDL at %s:%d: %w", r.file, h.LogPos, err)
+	}
+	defer conn.Close()
+	r.fallback.Forget()
+	for _, t := range outboxTables(conn, r.filter, r.log) {
+		r.fallback.Layout(t.Schema, t.Name, t.Columns)
+	}
+	clear(r.tables)
+	r.log.Info().Str("position", fmt.Sprintf("%s:%d", r.file, h.LogPos)).Int("tables", r.fallback.Len()).Msg("DDL: reloaded outbox table columns from information_schema")
+	return nil
+}
+
+func (r *Reader) fallbackNames() []string {
+	var names []string
+	for _, t := range r.startTables {
+		names = append(names, t.Name)
+	}
+	return names
+}
+
+// mentions reports whether the statement names the table (bare or quoted).
+func mentions(q, table string) bool {
+	lq, lt := strings.ToLower(q), strings.ToLower(table)
+	for i := strings.Index(lq, lt); i >= 0; {
+		before := i == 0 || !isIdent(lq[i-1])
+		end := i + len(lt)
+		after := end == len(lq) || !isIdent(lq[end])
+		if before && after {
+			return true
+		}
+		j := strings.Index(lq[i+1:], lt)
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
+}
+
+func isIdent(c byte) bool {
+	return c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
 }
 
 // Ack is a no-op: a MySQL server keeps no per-replica position.
