@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -37,7 +36,7 @@ type decoder struct {
 	filter   *schema.Filter // nil: no outbox tables, only messages
 	prefixes map[string]bool
 	rels     map[uint32]*relation
-	known    map[string]*schema.Table // by full name: reused while columns match
+	known    *schema.Cache            // one *Table per layout, a new one after ALTER TABLE
 	messages map[string]*schema.Table // by prefix and key list
 }
 
@@ -46,7 +45,7 @@ func newDecoder(filter *schema.Filter, prefixes []string) *decoder {
 		filter:   filter,
 		prefixes: make(map[string]bool, len(prefixes)),
 		rels:     make(map[uint32]*relation),
-		known:    make(map[string]*schema.Table),
+		known:    schema.NewCache(),
 		messages: make(map[string]*schema.Table),
 	}
 	for _, p := range prefixes {
@@ -59,7 +58,6 @@ func newDecoder(filter *schema.Filter, prefixes []string) *decoder {
 // *schema.Table; an unchanged one keeps the old pointer so that caches
 // downstream hold.
 func (d *decoder) relation(m *pglogrepl.RelationMessage) {
-	name := m.Namespace + "." + m.RelationName
 	rel := &relation{
 		include: d.filter != nil && d.filter.Match(m.Namespace, m.RelationName),
 		bytea:   make([]bool, len(m.Columns)),
@@ -69,12 +67,7 @@ func (d *decoder) relation(m *pglogrepl.RelationMessage) {
 		cols[i] = c.Name
 		rel.bytea[i] = c.DataType == byteaOID
 	}
-	t := d.known[name]
-	if t == nil || !slices.Equal(t.Columns, cols) {
-		t = &schema.Table{Schema: m.Namespace, Name: m.RelationName, Columns: cols}
-		d.known[name] = t
-	}
-	rel.table = t
+	rel.table = d.known.Layout(m.Namespace, m.RelationName, cols)
 	d.rels[m.RelationID] = rel
 }
 
