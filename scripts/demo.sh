@@ -7,7 +7,17 @@
 #      rolled back and one whose outbox row is inserted and deleted again —,
 #   5. prints the Kafka records that arrived and the relay's checkpoint,
 #   6. stops the relay with SIGTERM and cleans everything up.
+#
+#   scripts/demo.sh              MariaDB binlog
+#   scripts/demo.sh --postgres   PostgreSQL logical replication (pgoutput)
 set -euo pipefail
+
+db=mariadb
+case "${1:-}" in
+--postgres) db=postgres ;;
+"" | --mariadb) ;;
+*) echo "usage: scripts/demo.sh [--postgres]" >&2; exit 2 ;;
+esac
 
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
@@ -22,6 +32,7 @@ cleanup() {
 	[[ -n $relay_pid ]] && kill "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
 	[[ -n $broker_pid ]] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
 	bash scripts/mariadb.sh stop "$work/mariadb" >/dev/null 2>&1
+	bash scripts/postgres.sh stop "$work/postgres" >/dev/null 2>&1
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -29,11 +40,6 @@ trap cleanup EXIT
 log "building outboxrelay and devkafka"
 go build -o "$work/bin/outboxrelay" ./cmd/outboxrelay
 go build -o "$work/bin/devkafka" ./cmd/devkafka
-
-log "starting a private MariaDB (binlog ROW, FULL row image and metadata)"
-eval "$(bash scripts/mariadb.sh start "$work/mariadb")"
-host=${RELAYTEST_MARIADB_ADDR%:*} port=${RELAYTEST_MARIADB_ADDR##*:}
-sql() { mariadb --protocol=tcp -h "$host" -P "$port" -u root --default-character-set=utf8mb4 "$@"; }
 
 log "starting the development Kafka broker"
 "$work/bin/devkafka" serve --listen 127.0.0.1:0 --partitions 3 >"$work/devkafka.out" 2>"$work/devkafka.err" &
@@ -43,8 +49,13 @@ broker=$(sed -n 's/^devkafka listening on //p' "$work/devkafka.out")
 [[ -n $broker ]] || { cat "$work/devkafka.err" >&2; echo "demo: devkafka did not start" >&2; exit 1; }
 echo "broker at $broker" >&2
 
-log "creating shop.orders and shop.outbox"
-sql <<'SQL'
+if [[ $db == mariadb ]]; then
+	log "starting a private MariaDB (binlog ROW, FULL row image and metadata)"
+	eval "$(bash scripts/mariadb.sh start "$work/mariadb")"
+	host=${RELAYTEST_MARIADB_ADDR%:*} port=${RELAYTEST_MARIADB_ADDR##*:}
+	sql() { mariadb --protocol=tcp -h "$host" -P "$port" -u root --default-character-set=utf8mb4 "$@"; }
+	log "creating shop.orders and shop.outbox"
+	sql <<'SQL'
 CREATE DATABASE shop;
 CREATE TABLE shop.orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, customer VARCHAR(64) NOT NULL, total DECIMAL(10,2) NOT NULL);
 CREATE TABLE shop.outbox (
@@ -55,33 +66,16 @@ CREATE TABLE shop.outbox (
   payload LONGTEXT,
   created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6));
 SQL
-
-cat >"$work/relay.yaml" <<YAML
-source:
-  type: mysql
+	source_yaml="  type: mysql
   mysql:
     addr: $RELAYTEST_MARIADB_ADDR
     user: root
     server_id: 4001
     tables: [shop.outbox]
-    start: current
-kafka:
-  brokers: [$broker]
-checkpoint:
-  file:
-    path: $work/checkpoint.json
-log:
-  format: console
-YAML
-
-log "starting the relay: outboxrelay run --config relay.yaml"
-"$work/bin/outboxrelay" run --config "$work/relay.yaml" 2>"$work/relay.log" &
-relay_pid=$!
-for _ in $(seq 100); do grep -q 'streaming binlog' "$work/relay.log" && break; sleep 0.1; done
-grep -q 'streaming binlog' "$work/relay.log" || { cat "$work/relay.log" >&2; echo "demo: the relay did not start" >&2; exit 1; }
-
-log "writing orders and their outbox events"
-sql shop <<'SQL'
+    start: current"
+	ready='streaming binlog'
+	write_orders() {
+		sql shop <<'SQL'
 -- Order 1: the order and its event commit together.
 BEGIN;
 INSERT INTO orders (customer, total) VALUES ('Zoë', 42.50);
@@ -111,9 +105,92 @@ INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
 DELETE FROM outbox WHERE id = '11111111-2222-3333-4444-555555555555';
 COMMIT;
 SQL
+	}
+else
+	log "starting a private PostgreSQL (wal_level=logical)"
+	eval "$(bash scripts/postgres.sh start "$work/postgres")"
+	sql() { psql -q -v ON_ERROR_STOP=1 "$RELAYTEST_POSTGRES_DSN" "$@"; }
+	log "creating shop.orders and shop.outbox"
+	sql <<'SQL'
+CREATE SCHEMA shop;
+CREATE TABLE shop.orders (id bigserial PRIMARY KEY, customer text NOT NULL, total numeric(10,2) NOT NULL);
+CREATE TABLE shop.outbox (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  aggregatetype text NOT NULL,
+  aggregateid text NOT NULL,
+  type text NOT NULL,
+  payload json,
+  created_at timestamptz NOT NULL DEFAULT now());
+SQL
+	source_yaml="  type: postgres
+  postgres:
+    dsn: \"$RELAYTEST_POSTGRES_DSN\"
+    slot: demo
+    publication: demo
+    tables: [shop.outbox]"
+	ready='streaming replication slot'
+	write_orders() {
+		sql <<'SQL'
+-- Order 1: the order and its event commit together.
+BEGIN;
+WITH o AS (INSERT INTO shop.orders (customer, total) VALUES ('Zoë', 42.50) RETURNING id)
+INSERT INTO shop.outbox (aggregatetype, aggregateid, type, payload)
+  SELECT 'order', id::text, 'OrderCreated', '{"customer":"Zoë","total":42.50}' FROM o;
+COMMIT;
+-- Order 2: two events in one transaction (same key: same partition, in order).
+BEGIN;
+WITH o AS (INSERT INTO shop.orders (customer, total) VALUES ('Ada', 7.00) RETURNING id)
+INSERT INTO shop.outbox (aggregatetype, aggregateid, type, payload)
+  SELECT 'order', id::text, t, p::json FROM o,
+    (VALUES (1, 'OrderCreated', '{"customer":"Ada","total":7.00}'), (2, 'OrderPaid', '{"amount":7.00}')) AS v(n, t, p) ORDER BY n;
+COMMIT;
+-- Rolled back: neither the order nor its event may appear.
+BEGIN;
+INSERT INTO shop.outbox (aggregatetype, aggregateid, type, payload) VALUES ('order', '999', 'OrderCreated', '{"customer":"Rollback"}');
+ROLLBACK;
+-- Insert + delete in one transaction: delivered exactly once.
+BEGIN;
+INSERT INTO shop.orders (customer, total) VALUES ('Grace', 99.90);
+INSERT INTO shop.outbox (id, aggregatetype, aggregateid, type, payload)
+  VALUES ('11111111-2222-3333-4444-555555555555', 'customer', 'grace', 'CustomerOrdered', '{"customer":"Grace","total":99.90}');
+DELETE FROM shop.outbox WHERE id = '11111111-2222-3333-4444-555555555555';
+COMMIT;
+-- Table-less: a transactional logical message needs no outbox table at all
+-- (source.postgres.message_prefixes: [outbox]).
+BEGIN;
+SELECT pg_logical_emit_message(true, 'outbox', '{"id":"22222222-3333-4444-5555-666666666666","aggregatetype":"customer","aggregateid":"grace","type":"CustomerNotified","payload":{"channel":"email"}}');
+COMMIT;
+SQL
+	}
+	source_yaml="$source_yaml
+    message_prefixes: [outbox]"
+fi
+
+cat >"$work/relay.yaml" <<YAML
+source:
+$source_yaml
+kafka:
+  brokers: [$broker]
+checkpoint:
+  file:
+    path: $work/checkpoint.json
+log:
+  format: console
+YAML
+
+log "starting the relay: outboxrelay run --config relay.yaml"
+"$work/bin/outboxrelay" run --config "$work/relay.yaml" 2>"$work/relay.log" &
+relay_pid=$!
+for _ in $(seq 100); do grep -q "$ready" "$work/relay.log" && break; sleep 0.1; done
+grep -q "$ready" "$work/relay.log" || { cat "$work/relay.log" >&2; echo "demo: the relay did not start" >&2; exit 1; }
+
+log "writing orders and their outbox events"
+write_orders
+expected=4
+[[ $db == postgres ]] && expected=5
 
 log "records in Kafka (devkafka consume --topics 'outbox\\.event\\..*')"
-"$work/bin/devkafka" consume --brokers "$broker" --topics '^outbox\.event\..*' --idle 3s --max 4
+"$work/bin/devkafka" consume --brokers "$broker" --topics '^outbox\.event\..*' --idle 3s --max "$expected"
 
 log "stopping the relay with SIGTERM (drains, writes the final checkpoint, exits 0)"
 kill -TERM "$relay_pid"
