@@ -22,19 +22,10 @@ export PATH="$PATH:/usr/sbin:/sbin:/usr/bin:/bin"
 log() { printf 'mariadb.sh: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-now_us() { local t=${EPOCHREALTIME/./}; echo "$((10#$t))"; }
-elapsed() { local d=$(($(now_us) - $1)); printf '%d.%03ds' $((d / 1000000)) $(((d % 1000000) / 1000)); }
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 # ---------------------------------------------------------------- processes
-
-# alive PID: the process exists and is not a zombie (PID 1 may not reap).
-alive() {
-	local pid=$1 stat
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-	stat=${stat##*) }
-	[[ ${stat:0:1} != Z ]]
-}
 
 # server_pid DIR: print the pid of the mariadbd running on DIR, if any.
 server_pid() {
@@ -45,78 +36,6 @@ server_pid() {
 	# Guard against pid reuse: it must be a mariadbd using this datadir.
 	tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "--datadir=$dir/data" || return 1
 	echo "$pid"
-}
-
-wait_gone() { # PID SECONDS
-	local pid=$1 deadline=$(($(now_us) + $2 * 1000000))
-	while alive "$pid"; do
-		(($(now_us) < deadline)) || return 1
-		sleep 0.05
-	done
-}
-
-# ---------------------------------------------------------------- ports
-
-# port_in_use PORT: any TCP socket (listening, connected, TIME_WAIT) uses
-# PORT locally; used when picking a fresh port.
-port_in_use() {
-	local p=$1 hex
-	if command -v ss >/dev/null 2>&1; then
-		[[ -n $(ss -Htan "( sport = :$p )" 2>/dev/null) ]] && return 0
-	else
-		printf -v hex ':%04X ' "$p"
-		grep -qs -- "$hex" /proc/net/tcp /proc/net/tcp6 && return 0
-	fi
-	(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && return 0
-	return 1
-}
-
-# port_listening PORT: something listens on PORT (TIME_WAIT leftovers of a
-# killed server do not count: servers bind with SO_REUSEADDR).
-port_listening() {
-	local p=$1 hex sl laddr st rest f
-	if command -v ss >/dev/null 2>&1; then
-		[[ -n $(ss -Hltn "( sport = :$p )" 2>/dev/null) ]] && return 0
-	else
-		printf -v hex ':%04X' "$p"
-		for f in /proc/net/tcp /proc/net/tcp6; do
-			[[ -r $f ]] || continue
-			while read -r sl laddr _ st rest; do
-				[[ $laddr == *"$hex" && $st == 0A ]] && return 0
-			done <"$f"
-		done
-	fi
-	return 1
-}
-
-# pick_port: a free port in 20000-32767 (below Linux's ephemeral range), not
-# handed out to another start in the last 2 minutes (claims are shared with
-# postgres.sh through a small file under flock).
-pick_port() {
-	local claims="${TMPDIR:-/tmp}/outboxrelay-port-claims.$EUID" now p t i
-	now=$(date +%s)
-	{
-		command -v flock >/dev/null 2>&1 && flock -w 10 9
-		local -A recent=()
-		local kept=""
-		if [[ -s $claims ]]; then
-			while read -r p t; do
-				[[ $p =~ ^[0-9]+$ && $t =~ ^[0-9]+$ ]] || continue
-				((now - t < 120)) || continue
-				recent[$p]=1
-				kept+="$p $t"$'\n'
-			done <"$claims"
-		fi
-		for ((i = 0; i < 500; i++)); do
-			p=$((20000 + (RANDOM * 32768 + RANDOM) % 12768))
-			[[ -z ${recent[$p]:-} ]] || continue
-			port_in_use "$p" && continue
-			printf '%s%s %s\n' "$kept" "$p" "$now" >"$claims.tmp.$$" && mv -f "$claims.tmp.$$" "$claims"
-			echo "$p"
-			return 0
-		done
-		return 1
-	} 9>>"$claims.lock"
 }
 
 # ---------------------------------------------------------------- install/init
@@ -279,7 +198,7 @@ cmd_start() {
 		[[ -f $errlog ]] && newlog=$(tail -c +"$((logoff + 1))" "$errlog")
 		if alive "$pid"; then
 			kill -KILL "$pid" 2>/dev/null || true
-			wait_gone "$pid" 10 || true
+			wait_gone 10 "$pid" || true
 			log "mariadbd did not accept connections on port $port within ${timeout}s"
 		elif ((auto)) && grep -q 'Address already in use' <<<"$newlog"; then
 			log "port $port was taken meanwhile; retrying with another port"
@@ -305,10 +224,10 @@ cmd_stop() {
 	local t0
 	t0=$(now_us)
 	kill -TERM "$pid" 2>/dev/null || true
-	if ! wait_gone "$pid" "${MARIADB_STOP_TIMEOUT:-30}"; then
+	if ! wait_gone "${MARIADB_STOP_TIMEOUT:-30}" "$pid"; then
 		log "mariadbd (pid $pid) did not stop within ${MARIADB_STOP_TIMEOUT:-30}s: SIGKILL"
 		kill -KILL "$pid" 2>/dev/null || true
-		wait_gone "$pid" 10 || die "mariadbd (pid $pid) survived SIGKILL"
+		wait_gone 10 "$pid" || die "mariadbd (pid $pid) survived SIGKILL"
 	fi
 	log "stopped mariadbd (pid $pid) in $(elapsed "$t0")"
 }
@@ -319,7 +238,7 @@ cmd_kill() {
 	dir=$(cd "$dir" && pwd -P)
 	pid=$(server_pid "$dir") || { log "not running in $dir"; return 0; }
 	kill -KILL "$pid" 2>/dev/null || true
-	wait_gone "$pid" 10 || die "mariadbd (pid $pid) survived SIGKILL"
+	wait_gone 10 "$pid" || die "mariadbd (pid $pid) survived SIGKILL"
 	log "killed mariadbd (pid $pid)"
 }
 
