@@ -260,20 +260,30 @@ func cmdReplay(ctx context.Context, args []string, environ []string, stdout, std
 		return ExitUsage
 	}
 	log := newLogger(cfg.Log, stderr)
+	var t positionTools
 	if cfg.Source.Type == "postgres" {
-		fmt.Fprintln(stderr, "replay: not available for postgres sources yet: a logical slot cannot read WAL from before its confirmed_flush_lsn; see docs/operations.md")
-		return ExitFailure
-	}
-	mcfg := cfg.Source.MySQL
-	mcfg.Replay = true
-	if serverID != 0 {
-		mcfg.ServerID = uint32(serverID)
+		pcfg := cfg.Source.Postgres
+		pcfg.Replay = true
+		t = postgres.NewSource(pcfg, log)
 	} else {
-		mcfg.ServerID += 1000000
+		mcfg := cfg.Source.MySQL
+		mcfg.Replay = true
+		if serverID != 0 {
+			mcfg.ServerID = uint32(serverID)
+		} else {
+			mcfg.ServerID += 1000000
+		}
+		t = mysql.NewSource(mcfg, log)
 	}
-	t := positionTools(mysql.NewSource(mcfg, log))
 	var err error
-	if from, err = t.Check(ctx, from); err != nil {
+	if cfg.Source.Type == "postgres" {
+		// Opening the temporary slot copy checks --from (with the earliest
+		// position a replay can start from).
+		if _, err = postgres.ParsePosition(from); err != nil {
+			fmt.Fprintf(stderr, "replay: --from: %v\n", err)
+			return ExitUsage
+		}
+	} else if from, err = t.Check(ctx, from); err != nil {
 		fmt.Fprintf(stderr, "replay: --from: %v\n", err)
 		return ExitFailure
 	}

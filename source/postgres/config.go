@@ -56,6 +56,9 @@ type Config struct {
 	MessagePrefixes []string `yaml:"message_prefixes"`
 	// ConnectTimeout bounds each connection attempt. Default 10s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// Replay is set by `outboxrelay replay`: stream from a temporary copy of
+	// the slot, never moving the relay's own.
+	Replay bool `yaml:"-"`
 }
 
 // SetDefaults fills the zero fields with their defaults.

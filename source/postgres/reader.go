@@ -159,16 +159,32 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		}
 		log.Info().Str("slot", cfg.Slot).Str("position", slot.confirmedFlush.String()).Msg("created replication slot")
 	}
+	if cfg.Replay && slot.confirmedFlush > 0 && from != "" {
+		if p, err := ParsePosition(from); err == nil && p.LSN < slot.confirmedFlush {
+			return nil, backoff.Permanent(fmt.Errorf("replay from %s: replication slot %q has confirmed up to %s, and logical decoding cannot read WAL from before a slot's confirmed_flush_lsn: the earliest position a replay can start from is %s (older events must be re-inserted or restored from a backup)", p, cfg.Slot, slot.confirmedFlush, slot.confirmedFlush))
+		}
+	}
 	start, err := startPosition(from, slot, &cfg, si)
 	if err != nil {
 		return nil, err
+	}
+	streamSlot := cfg.Slot
+	if cfg.Replay {
+		// A temporary copy of the relay's slot, made by this walsender
+		// session: it streams the range without moving the relay's slot,
+		// and disappears with the connection, whatever happens.
+		streamSlot = fmt.Sprintf("%s_replay_%d", cfg.Slot, time.Now().UnixNano()%1e9)
+		q := fmt.Sprintf("SELECT pg_copy_logical_replication_slot(%s, %s, true)", quoteLiteral(cfg.Slot), quoteLiteral(streamSlot))
+		if _, err := repl.Exec(ctx, q).ReadAll(); err != nil {
+			return nil, explain("copy replication slot "+cfg.Slot+" for the replay", err, &cfg)
+		}
 	}
 	args := []string{
 		"proto_version '1'",
 		"publication_names " + quoteLiteral(pgx.Identifier{cfg.Publication}.Sanitize()),
 		"messages 'true'",
 	}
-	if err := pglogrepl.StartReplication(ctx, repl, cfg.Slot, start, pglogrepl.StartReplicationOptions{Mode: pglogrepl.LogicalReplication, PluginArgs: args}); err != nil {
+	if err := pglogrepl.StartReplication(ctx, repl, streamSlot, start, pglogrepl.StartReplicationOptions{Mode: pglogrepl.LogicalReplication, PluginArgs: args}); err != nil {
 		// No LSN in the text: a retried failure must read the same each time,
 		// so that it is logged once per outage.
 		return nil, explain("start replication from slot "+cfg.Slot, err, &cfg)
@@ -198,7 +214,7 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		defer close(r.done)
 		r.err = r.stream(sctx)
 	}()
-	if cfg.Heartbeat > 0 {
+	if cfg.Heartbeat > 0 && !cfg.Replay {
 		r.hbDone = make(chan struct{})
 		go func() {
 			defer close(r.hbDone)
