@@ -16,12 +16,7 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/checkpoint/file"
 	"github.com/outboxrelay/outboxrelay/internal/config"
-	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/relay"
-	"github.com/outboxrelay/outboxrelay/sink"
-	"github.com/outboxrelay/outboxrelay/sink/kafka"
-	"github.com/outboxrelay/outboxrelay/source/mysql"
-	"github.com/outboxrelay/outboxrelay/source/postgres"
 )
 
 // Exit codes.
@@ -38,6 +33,7 @@ const usage = `outboxrelay relays transactional outbox rows from a database log 
 
 Usage:
   outboxrelay run --config FILE [--log-level LEVEL]
+  outboxrelay check --config FILE [--json]
   outboxrelay checkpoint show --config FILE [--json]
   outboxrelay checkpoint set --config FILE --to POSITION [--dry-run]
   outboxrelay replay --config FILE --from POSITION [--to POSITION] [--topic-override TOPIC]
@@ -53,6 +49,8 @@ func Main(ctx context.Context, args []string, environ []string, stdout, stderr i
 	switch args[0] {
 	case "run":
 		return cmdRun(ctx, args[1:], environ, stderr)
+	case "check":
+		return cmdCheck(ctx, args[1:], environ, stdout, stderr)
 	case "checkpoint":
 		switch {
 		case len(args) >= 2 && args[1] == "show":
@@ -131,11 +129,12 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 		cfg.Log.Level = level
 	}
 	log := newLogger(cfg.Log, stderr)
-	r, store, err := Build(cfg, log)
+	svc, err := NewService(cfg, log)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return ExitUsage
 	}
+	store := svc.Store
 	defer store.Close()
 	unlock, err := store.Lock()
 	if err != nil {
@@ -143,8 +142,22 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 		return ExitFailure
 	}
 	defer unlock()
+	if _, err := svc.Listen(); err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return ExitFailure
+	}
 	log.Info().Str("version", version()).Str("source", cfg.Source.Type).Strs("tables", cfg.Source.Tables()).Strs("brokers", cfg.Kafka.Brokers).Msg("outboxrelay starting")
-	if err := r.Run(ctx); err != nil {
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+			log.Info().Str("shutdown_timeout", cfg.Relay.ShutdownTimeout.String()).
+				Msg("shutting down: stopped reading, waiting for Kafka to acknowledge what is in flight (a second SIGTERM/SIGINT exits at once)")
+		case <-stopped:
+		}
+	}()
+	if err := svc.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("relay stopped")
 		return ExitFailure
 	}
@@ -152,30 +165,14 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 	return ExitOK
 }
 
-// Build wires the components named by cfg.
+// Build wires the components named by cfg (see NewService; the metrics
+// endpoint is served only by Service.Run).
 func Build(cfg *config.Config, log zerolog.Logger) (*relay.Relay, *file.Store, error) {
-	var src relay.Source
-	switch cfg.Source.Type {
-	case "mysql":
-		src = mysql.NewSource(cfg.Source.MySQL, log)
-	case "postgres":
-		src = postgres.NewSource(cfg.Source.Postgres, log)
-	default:
-		return nil, nil, fmt.Errorf("source.type: %q is not one of mysql, postgres", cfg.Source.Type)
-	}
-	store, err := file.New(cfg.Checkpoint.File)
+	s, err := NewService(cfg, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	mapper, err := outbox.New(cfg.Outbox)
-	if err != nil {
-		store.Close()
-		return nil, nil, err
-	}
-	kcfg := cfg.Kafka
-	klog := log.With().Str("component", "sink.kafka").Logger()
-	newSink := func(context.Context) (sink.Sink, error) { return kafka.New(kcfg, klog) }
-	return relay.New(cfg.Relay, src, newSink, store, mapper, log.With().Str("component", "relay").Logger()), store, nil
+	return s.Relay, s.Store, nil
 }
 
 // Stdio runs Main on the process's own arguments and streams.

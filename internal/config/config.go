@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint/file"
+	"github.com/outboxrelay/outboxrelay/internal/metrics"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/relay"
 	"github.com/outboxrelay/outboxrelay/sink/kafka"
@@ -34,6 +35,8 @@ type Config struct {
 	Checkpoint Checkpoint    `yaml:"checkpoint"`
 	Relay      relay.Config  `yaml:"relay"`
 	Log        Log           `yaml:"log"`
+	// Metrics serves /metrics, /healthz and /readyz (off by default).
+	Metrics metrics.Config `yaml:"metrics"`
 }
 
 // Source selects and configures the source.
@@ -120,6 +123,7 @@ func (c *Config) SetDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "json"
 	}
+	c.Metrics.SetDefaults()
 }
 
 // Validate checks every component, prefixing each error with its key.
@@ -164,5 +168,6 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log.format: %q is not one of json, console", c.Log.Format))
 	}
+	prefix("metrics", c.Metrics.Validate())
 	return errors.Join(errs...)
 }

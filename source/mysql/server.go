@@ -124,13 +124,27 @@ func binaryLogs(conn *client.Conn) ([]binlogFile, error) {
 func currentPosition(conn *client.Conn, si serverInfo) (Position, error) {
 	var p Position
 	q := "SHOW MASTER STATUS"
-	r, err := conn.Execute(q)
+	var r *gomysql.Result
+	var err error
+	if si.flavor == gomysql.MySQLFlavor {
+		// MySQL 8.4 removed SHOW MASTER STATUS (8.2 added the new name).
+		q = "SHOW BINARY LOG STATUS"
+		if r, err = conn.Execute(q); err != nil {
+			var me *gomysql.MyError
+			if errors.As(err, &me) && me.Code == 1064 { // syntax: before 8.2
+				q = "SHOW MASTER STATUS"
+				r, err = conn.Execute(q)
+			}
+		}
+	} else {
+		r, err = conn.Execute(q)
+	}
 	if err != nil {
 		return p, fmt.Errorf("%s (needs REPLICATION CLIENT on MySQL, BINLOG MONITOR on MariaDB): %w", q, err)
 	}
 	if r.RowNumber() == 0 {
 		r.Close()
-		return p, backoff.Permanent(errors.New("SHOW MASTER STATUS is empty: binary logging is off"))
+		return p, backoff.Permanent(fmt.Errorf("%s is empty: binary logging is off", q))
 	}
 	file, _ := r.GetString(0, 0)
 	p.File = strings.Clone(file)

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/checkpoint/file"
+	"github.com/outboxrelay/outboxrelay/internal/config"
+	"github.com/outboxrelay/outboxrelay/internal/metrics"
+	"github.com/outboxrelay/outboxrelay/internal/outbox"
+	"github.com/outboxrelay/outboxrelay/internal/relay"
+	"github.com/outboxrelay/outboxrelay/sink"
+	"github.com/outboxrelay/outboxrelay/sink/kafka"
+	"github.com/outboxrelay/outboxrelay/source/mysql"
+	"github.com/outboxrelay/outboxrelay/source/postgres"
+)
+
+// Service is the relay as `outboxrelay run` starts it: the pipeline, its
+// checkpoint store, and, when metrics.listen is set, the metrics endpoint
+// measuring it from the outside (decorators of the source, sink and store,
+// and the relay's Observer).
+type Service struct {
+	Relay *relay.Relay
+	// Store is the checkpoint file (Lock it before Run; Close it after).
+	Store *file.Store
+	// Metrics is nil when metrics.listen is "".
+	Metrics *metrics.Metrics
+
+	cfg    *config.Config
+	status metrics.StatusSource
+	ln     net.Listener
+}
+
+// NewService wires the components named by cfg. Nothing connects yet.
+func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
+	var src interface {
+		relay.Source
+		metrics.StatusSource
+	}
+	switch cfg.Source.Type {
+	case "mysql":
+		src = mysql.NewSource(cfg.Source.MySQL, log)
+	case "postgres":
+		src = postgres.NewSource(cfg.Source.Postgres, log)
+	default:
+		return nil, fmt.Errorf("source.type: %q is not one of mysql, postgres", cfg.Source.Type)
+	}
+	store, err := file.New(cfg.Checkpoint.File)
+	if err != nil {
+		return nil, err
+	}
+	mapper, err := outbox.New(cfg.Outbox)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	kcfg := cfg.Kafka
+	klog := log.With().Str("component", "sink.kafka").Logger()
+	newSink := relay.SinkFactory(func(context.Context) (sink.Sink, error) { return kafka.New(kcfg, klog) })
+
+	s := &Service{Store: store, cfg: cfg}
+	rcfg := cfg.Relay
+	var rsrc relay.Source = src
+	var rstore checkpoint.Store = store
+	if cfg.Metrics.Enabled() {
+		m := metrics.New(cfg.Metrics, metrics.Info{Source: cfg.Source.Type, Version: version(), Position: numericPosition(cfg.Source.Type)},
+			log.With().Str("component", "metrics").Logger())
+		rsrc, rstore, newSink = m.Source(src), m.Store(store), m.SinkFactory(newSink)
+		rcfg.Observer = m.Observer()
+		if prev := rcfg.BadRowHook; prev != nil {
+			rcfg.BadRowHook = func(reason, policy string) { m.BadRow(reason, policy); prev(reason, policy) }
+		} else {
+			rcfg.BadRowHook = m.BadRow
+		}
+		s.Metrics, s.status = m, src
+	}
+	s.Relay = relay.New(rcfg, rsrc, newSink, rstore, mapper, log.With().Str("component", "relay").Logger())
+	return s, nil
+}
+
+// Listen binds metrics.listen, so that a busy port stops the relay before
+// it starts. It returns the bound address (nil when metrics are off).
+// Run calls it when it has not been called.
+func (s *Service) Listen() (net.Addr, error) {
+	if s.Metrics == nil {
+		return nil, nil
+	}
+	if s.ln == nil {
+		ln, err := net.Listen("tcp", s.cfg.Metrics.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("metrics.listen: %w", err)
+		}
+		s.ln = ln
+	}
+	return s.ln.Addr(), nil
+}
+
+// Run relays until ctx ends (it then drains and writes the final
+// checkpoint) or a permanent failure. The metrics endpoint stays up until
+// the relay has stopped, so probes see the shutdown.
+func (s *Service) Run(ctx context.Context) error {
+	if s.Metrics != nil {
+		if _, err := s.Listen(); err != nil {
+			return err
+		}
+		stop := s.Metrics.Serve(s.ln, s.status)
+		defer stop()
+	}
+	return s.Relay.Run(ctx)
+}
+
+// numericPosition gives outboxrelay_checkpoint_position a number that
+// grows with the log.
+func numericPosition(kind string) func(string) (float64, bool) {
+	switch kind {
+	case "postgres":
+		return func(s string) (float64, bool) {
+			p, err := postgres.ParsePosition(s)
+			return float64(p.LSN), err == nil
+		}
+	case "mysql":
+		return func(s string) (float64, bool) {
+			p, err := mysql.ParsePosition(s)
+			if err != nil || p.File == "" {
+				return 0, false
+			}
+			seq, err := strconv.ParseUint(p.File[strings.LastIndexByte(p.File, '.')+1:], 10, 32)
+			if err != nil {
+				return 0, false
+			}
+			return float64(seq<<32 | uint64(p.Offset)), true
+		}
+	}
+	return nil
+}

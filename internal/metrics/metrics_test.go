@@ -1,0 +1,321 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/rs/zerolog"
+
+	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/schema"
+	"github.com/outboxrelay/outboxrelay/sink"
+	"github.com/outboxrelay/outboxrelay/source"
+)
+
+type pos string
+
+func (p pos) String() string { return string(p) }
+
+// fakeReader hands out txs, then err.
+type fakeReader struct {
+	txs    []*source.Tx
+	err    error
+	closed bool
+}
+
+func (r *fakeReader) Next(ctx context.Context) (*source.Tx, error) {
+	if len(r.txs) == 0 {
+		return nil, r.err
+	}
+	tx := r.txs[0]
+	r.txs = r.txs[1:]
+	return tx, nil
+}
+func (r *fakeReader) Ack(context.Context, source.Position) error { return nil }
+func (r *fakeReader) Close() error                               { r.closed = true; return nil }
+
+type tableReader struct{ fakeReader }
+
+func (r *tableReader) Tables() []*schema.Table { return []*schema.Table{{}} }
+
+type fakeSource struct {
+	readers []source.Reader
+	err     error
+}
+
+func (s *fakeSource) Kind() string { return "mysql" }
+func (s *fakeSource) Open(context.Context, string) (source.Reader, error) {
+	if len(s.readers) == 0 {
+		return nil, s.err
+	}
+	r := s.readers[0]
+	s.readers = s.readers[1:]
+	return r, nil
+}
+
+// fakeSink keeps the acks so the test decides when Kafka answers.
+type fakeSink struct {
+	mu   sync.Mutex
+	acks []sink.AckFunc
+}
+
+func (s *fakeSink) Send(_ context.Context, _ sink.Record, ack sink.AckFunc) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.acks = append(s.acks, ack)
+	return nil
+}
+func (s *fakeSink) Close() error { return nil }
+
+func (s *fakeSink) ackAll(err error) {
+	s.mu.Lock()
+	acks := s.acks
+	s.acks = nil
+	s.mu.Unlock()
+	for _, a := range acks {
+		a(err)
+	}
+}
+
+type memStore struct{ cp checkpoint.Checkpoint }
+
+func (m *memStore) Load(context.Context) (checkpoint.Checkpoint, error) {
+	if m.cp.Position == "" {
+		return m.cp, checkpoint.ErrNotFound
+	}
+	return m.cp, nil
+}
+func (m *memStore) Save(_ context.Context, cp checkpoint.Checkpoint) error { m.cp = cp; return nil }
+func (m *memStore) Close() error                                           { return nil }
+
+// value reads a counter.
+func value(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := c.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.GetCounter().GetValue()
+}
+
+func newTestMetrics(stall time.Duration) *Metrics {
+	return New(Config{Listen: "127.0.0.1:0", StallTimeout: stall}, Info{Source: "postgres", Version: "test",
+		Position: func(s string) (float64, bool) { return float64(len(s)), true }}, zerolog.Nop())
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	b, _ := io.ReadAll(rec.Result().Body)
+	return rec.Code, string(b)
+}
+
+// TestMetricsFollowThePipeline drives the decorators as the relay does and
+// reads the results through /metrics and /readyz.
+func TestMetricsFollowThePipeline(t *testing.T) {
+	t.Parallel()
+	m := newTestMetrics(time.Minute)
+	h := m.Handler()
+	ctx := context.Background()
+
+	if code, body := get(t, h, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "not connected") {
+		t.Fatalf("/readyz before the first connection: %d %q", code, body)
+	}
+	if code, _ := get(t, h, "/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz: %d", code)
+	}
+
+	commit := time.Now().Add(-2 * time.Second)
+	first := &fakeReader{txs: []*source.Tx{
+		{ID: "1", Rows: make([]source.Row, 3), End: pos("0/10"), CommitTime: commit},
+		{ID: "2", End: pos("0/20")},
+	}, err: errors.New("connection reset by peer")}
+	second := &tableReader{}
+	src := m.Source(&fakeSource{readers: []source.Reader{first, second}, err: errors.New("connection refused")})
+	store := m.Store(&memStore{})
+	fs := &fakeSink{}
+	newSink := m.SinkFactory(func(context.Context) (sink.Sink, error) { return fs, nil })
+	obs := m.Observer()
+
+	r, err := src.Open(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.(interface{ Tables() []*schema.Table }); ok {
+		t.Fatal("a reader without Tables grew one")
+	}
+	snk, _ := newSink(ctx)
+	tx, _ := r.Next(ctx)
+	for range tx.Rows {
+		_ = snk.Send(ctx, sink.Record{Topic: "outbox.event.order"}, func(error) {})
+	}
+	_ = snk.Send(ctx, sink.Record{Topic: "outbox.event.customer"}, func(error) {})
+	if got := m.inFlight(); got != 4 {
+		t.Fatalf("in flight %d, want 4", got)
+	}
+	if ok, why := m.Ready(time.Now()); !ok {
+		t.Fatalf("not ready while streaming with records in flight for a moment: %s", why)
+	}
+	if behind := m.state.secondsBehind(time.Now()); behind < 1.5 {
+		t.Fatalf("seconds behind %.1f, want about 2", behind)
+	}
+	fs.ackAll(nil)
+	obs.Acked(commit, time.Now().Add(-10*time.Millisecond), 3)
+	obs.Acked(time.Time{}, time.Now(), 0) // rows-less: not observed
+	_ = store.Save(ctx, checkpoint.Checkpoint{Source: "postgres", Position: "0/20", UpdatedAt: time.Now()})
+	if _, err := r.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := value(t, m.produced.WithLabelValues("outbox.event.order")); got != 3 {
+		t.Errorf("records produced to outbox.event.order = %v, want 3", got)
+	}
+	if got := value(t, m.eventsRead); got != 3 {
+		t.Errorf("events read = %v, want 3", got)
+	}
+	if got := value(t, m.txnsRead); got != 2 {
+		t.Errorf("transactions read = %v, want 2", got)
+	}
+	var hist dto.Metric
+	if err := m.commitToAck.Write(&hist); err != nil || hist.GetHistogram().GetSampleCount() != 1 {
+		t.Errorf("commit-to-ack histogram: %v, %d samples, want 1", err, hist.GetHistogram().GetSampleCount())
+	}
+	_, body := get(t, h, "/metrics")
+	for _, want := range []string{
+		`outboxrelay_commit_to_ack_seconds_count 1`,
+		`outboxrelay_commit_to_ack_seconds_bucket{le="2.5"} 1`,
+		`outboxrelay_read_to_ack_seconds_count 1`,
+		`outboxrelay_records_produced_total{topic="outbox.event.customer"} 1`,
+		`outboxrelay_records_in_flight 0`,
+		`outboxrelay_checkpoint_info{position="0/20",source="postgres"} 1`,
+		`outboxrelay_checkpoint_position 4`,
+		`outboxrelay_source_streaming 1`,
+		`outboxrelay_ready 1`,
+		`outboxrelay_build_info{source="postgres",version="test"} 1`,
+		`# TYPE outboxrelay_bad_rows_total counter`,
+		`outboxrelay_source_retained_wal_bytes 0`,
+	} {
+		if want == `# TYPE outboxrelay_bad_rows_total counter` {
+			m.BadRow("null_key", "skip") // a vector shows once it has a child
+			_, body = get(t, h, "/metrics")
+		}
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	// The database goes away: the read fails, readiness drops at once.
+	if _, err := r.Next(ctx); err == nil {
+		t.Fatal("want the reader's error")
+	}
+	if code, body := get(t, h, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "connection reset") {
+		t.Fatalf("/readyz after a failed read: %d %q", code, body)
+	}
+	_ = r.Close() // keeps the first error as the reason
+	if _, why := m.Ready(time.Now()); !strings.Contains(why, "connection reset") {
+		t.Fatalf("reason after Close: %q", why)
+	}
+	// The relay reconnects: ready again, and a reconnect is counted.
+	r2, err := src.Open(ctx, "0/20")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r2.(interface{ Tables() []*schema.Table }); !ok {
+		t.Fatal("the decorator hides the reader's Tables method")
+	}
+	if ok, why := m.Ready(time.Now()); !ok {
+		t.Fatalf("not ready after reconnecting: %s", why)
+	}
+	if got := value(t, m.reconnects); got != 1 {
+		t.Errorf("reconnects = %v, want 1", got)
+	}
+	// An open that fails keeps it not ready and counts an error.
+	_ = r2.Close()
+	if _, err := src.Open(ctx, "0/20"); err == nil {
+		t.Fatal("want the open error")
+	}
+	if ok, why := m.Ready(time.Now()); ok || !strings.Contains(why, "connection refused") {
+		t.Fatalf("ready=%v (%s) while the database refuses connections", ok, why)
+	}
+	if got := value(t, m.sourceErrors); got != 2 {
+		t.Errorf("source errors = %v, want 2", got)
+	}
+}
+
+// TestReadinessStall: records in flight and a checkpoint that stands still
+// for longer than stall_timeout make the relay not ready; an idle relay
+// (nothing in flight) stays ready however old its checkpoint.
+func TestReadinessStall(t *testing.T) {
+	t.Parallel()
+	m := newTestMetrics(5 * time.Second)
+	ctx := context.Background()
+	src := m.Source(&fakeSource{readers: []source.Reader{&fakeReader{}}})
+	if _, err := src.Open(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if ok, _ := m.Ready(now.Add(time.Hour)); !ok {
+		t.Fatal("an idle relay must stay ready")
+	}
+	fs := &fakeSink{}
+	snk, _ := m.SinkFactory(func(context.Context) (sink.Sink, error) { return fs, nil })(ctx)
+	_ = snk.Send(ctx, sink.Record{Topic: "t"}, func(error) {})
+	if ok, _ := m.Ready(now.Add(time.Second)); !ok {
+		t.Fatal("not ready one second into a send")
+	}
+	ok, why := m.Ready(now.Add(10 * time.Second))
+	if ok || !strings.Contains(why, "stalled") {
+		t.Fatalf("ready=%v (%s) with a record in flight for 10s and no checkpoint progress", ok, why)
+	}
+	// A new sink (after a session restart) replaces the stuck one.
+	fresh, _ := m.SinkFactory(func(context.Context) (sink.Sink, error) { return &fakeSink{}, nil })(ctx)
+	_ = fresh
+	if ok, why := m.Ready(now.Add(10 * time.Second)); !ok {
+		t.Fatalf("the abandoned sink's records still count: %s", why)
+	}
+}
+
+// TestSecondsBehindIsZeroWhenCaughtUp: waiting for the next transaction
+// means the relay has read everything.
+func TestSecondsBehindIsZeroWhenCaughtUp(t *testing.T) {
+	t.Parallel()
+	var s state
+	gen := s.opened(time.Now())
+	s.read(gen, time.Now().Add(-30*time.Second))
+	if b := s.secondsBehind(time.Now()); b < 29 {
+		t.Fatalf("behind %.0fs, want 30", b)
+	}
+	s.reading(gen, time.Now())
+	if b := s.secondsBehind(time.Now().Add(2 * idleAfter)); b != 0 {
+		t.Fatalf("behind %.0fs while waiting for the server, want 0", b)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cfg Config
+		ok  bool
+	}{
+		{Config{}, true},
+		{Config{Listen: ":9464"}, true},
+		{Config{Listen: "127.0.0.1:9464"}, true},
+		{Config{Listen: "9464"}, false},
+		{Config{StallTimeout: time.Millisecond}, false},
+	} {
+		tc.cfg.SetDefaults()
+		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%+v: Validate() = %v", tc.cfg, err)
+		}
+	}
+}
