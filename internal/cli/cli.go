@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -42,6 +43,9 @@ Usage:
 
 // Main runs the command line and returns the exit code.
 func Main(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
+	// Loggers write from several goroutines (the relay, the producer's
+	// callbacks, shutdown): serialize, whatever writers the caller passed.
+	stdout, stderr = &lockedWriter{w: stdout}, &lockedWriter{w: stderr}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return ExitUsage
@@ -178,4 +182,16 @@ func Build(cfg *config.Config, log zerolog.Logger) (*relay.Relay, *file.Store, e
 // Stdio runs Main on the process's own arguments and streams.
 func Stdio(ctx context.Context) int {
 	return Main(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

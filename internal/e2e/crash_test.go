@@ -212,8 +212,10 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 	}
 
 	// The writer spreads the small transactions over the cycles and writes
-	// the big one a third of the way in.
-	writerDone, bigDone := make(chan struct{}), make(chan struct{})
+	// the big one a third of the way in — once a cycle armed to kill inside
+	// it has started (bigGo), so that the kill cannot miss it however fast
+	// the relay is.
+	writerDone, bigReady, bigGo := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	d := tg.dialect(t)
 	pace := time.Duration(cycles) * 700 * time.Millisecond / time.Duration(len(small.Txns))
 	go func() {
@@ -221,9 +223,10 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 		third := len(small.Txns) / 3
 		for i := range small.Txns {
 			if i == third {
+				close(bigReady)
+				<-bigGo
 				p := plan{Txns: []txn{big}}
 				p.write(t, d, 0, 1)
-				close(bigDone)
 			}
 			small.write(t, d, i, i+1)
 			time.Sleep(pace)
@@ -234,27 +237,30 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 	modes := []string{"", "produce-before-ack=0.005", "ack-before-checkpoint=0.3", "after-checkpoint=0.3"}
 	var kills []kill
 	bigKills := []string{"produce-before-ack@20000", "produce-before-ack@40000"}
-	bigSeen := false
+	bigArmed := false
 	firedInsideBig := 0 // failpoint kills that certainly hit the big transaction
 	for i := 0; i < cycles; i++ {
 		mode := modes[i%len(modes)]
 		wait := time.Duration(100+rng.Intn(1400)) * time.Millisecond
-		if !bigSeen {
+		if !bigArmed {
 			select {
-			case <-bigDone:
-				bigSeen = true
+			case <-bigReady:
+				bigArmed = true
 			default:
 			}
 		}
 		insideBig := false
-		if bigSeen && len(bigKills) > 0 {
-			// Right after the big transaction committed: kill inside it.
-			// Fewer than 8,000 small rows precede it, so the 20,000th and
-			// 40,000th records sent are necessarily its own.
+		if bigArmed && len(bigKills) > 0 {
+			// Kill inside the big transaction. Fewer than 8,000 small rows
+			// precede it, so the 20,000th and 40,000th records a run sends
+			// are necessarily its own.
 			mode, bigKills = bigKills[0], bigKills[1:]
 			wait, insideBig = time.Minute, true
 		}
 		c := startChild(t, bin, cfgPath, mode, filepath.Join(dir, fmt.Sprintf("relay-%03d.log", i)))
+		if insideBig && len(bigKills) == 1 {
+			close(bigGo) // the first armed run is up: write the big transaction
+		}
 		select {
 		case <-c.done: // a failpoint fired
 		case <-time.After(wait):
@@ -271,9 +277,12 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 		time.Sleep(slowAck + 50*time.Millisecond)
 		kills = append(kills, kill{mode: mode, checkpoint: readCheckpoint(t, cpPath), ends: endOffsets(t, broker.Addr())})
 	}
+	if !bigArmed {
+		close(bigGo) // too few cycles to reach it: let the writer finish
+	}
 	<-writerDone
 	if len(bigKills) > 0 {
-		t.Fatalf("the big transaction committed too late for the kills inside it (%d cycles)", cycles)
+		t.Fatalf("the writer reached the big transaction too late for the kills inside it (%d cycles)", cycles)
 	}
 
 	// Final clean run: until the checkpoint reaches the end of the writes,
