@@ -32,35 +32,9 @@ import (
 // opsConfig is the relay's YAML for db with metrics on listen; kafkaExtra
 // lines go under kafka.
 func opsConfig(db *testdb.MySQL, broker, cpPath, start, listen string, kafkaExtra ...string) string {
-	more := ""
-	for _, e := range kafkaExtra {
-		more += "  " + e + "\n"
-	}
-	return fmt.Sprintf(`
-source:
-  type: mysql
-  mysql:
-    addr: %s
-    user: %s
-    password: %q
-    server_id: %d
-    tables: [%s.outbox]
-    start: %q
-    heartbeat: 1s
-    connect_timeout: 2s
-kafka:
-  brokers: [%s]
-  linger: 2ms
-%scheckpoint:
-  file:
-    path: %s
-relay:
-  checkpoint_interval: 50ms
-  shutdown_timeout: 20s
-metrics:
-  listen: %s
-  status_interval: 1s
-`, db.Addr, db.User, db.Password, testdb.ServerID(), db.DB, start, broker, more, cpPath, listen)
+	yaml := strings.Replace(mysqlRelayConfig(db, broker, cpPath, start), "    heartbeat: 1s\n", "    heartbeat: 1s\n    connect_timeout: 2s\n", 1)
+	yaml = withLines(yaml, "kafka", strings.Join(kafkaExtra, "\n"))
+	return withLines(yaml, "metrics", "listen: "+listen+"\nstatus_interval: 1s")
 }
 
 // httpGet returns the status and body of url ("" and 0 when it cannot
