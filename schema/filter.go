@@ -53,6 +53,10 @@ func (f *Filter) Match(schemaName, table string) bool {
 	return false
 }
 
+// ExactOnly reports whether the filter lists names only (no regexps), so
+// that a catalog query can be limited to them.
+func (f *Filter) ExactOnly() bool { return len(f.regexps) == 0 }
+
 // Exact returns the exact names listed (used to check the tables exist).
 func (f *Filter) Exact() []string {
 	out := make([]string, 0, len(f.exact))

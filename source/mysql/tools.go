@@ -2,11 +2,9 @@ package mysql
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 
@@ -139,7 +137,7 @@ func (s *Source) Check(ctx context.Context, pos string) (string, error) {
 	}
 	if p.File != "" {
 		if err := checkServable(conn, p); err != nil {
-			return "", backoffCause(err)
+			return "", err
 		}
 		if err := checkBoundary(conn, p); err != nil {
 			return "", err
@@ -147,14 +145,14 @@ func (s *Source) Check(ctx context.Context, pos string) (string, error) {
 		if p.GTID == "" && si.flavor == gomysql.MariaDBFlavor {
 			// Resuming by GTID survives a fail-over; MariaDB can tell the
 			// GTID position of any binlog offset.
-			g, err := queryString(conn, fmt.Sprintf("SELECT BINLOG_GTID_POS('%s', %d)", strings.ReplaceAll(p.File, "'", ""), p.Offset))
+			g, err := queryString(conn, fmt.Sprintf("SELECT BINLOG_GTID_POS(%s, %d)", sqlString(p.File), p.Offset))
 			if err == nil && g != "" {
 				p.GTID = g
 			}
 		}
 	}
 	if p.GTID != "" && si.flavor == gomysql.MySQLFlavor {
-		ok, err := queryString(conn, fmt.Sprintf("SELECT GTID_SUBSET(@@GLOBAL.gtid_purged, '%s')", strings.ReplaceAll(p.GTID, "'", "")))
+		ok, err := queryString(conn, fmt.Sprintf("SELECT GTID_SUBSET(@@GLOBAL.gtid_purged, %s)", sqlString(p.GTID)))
 		if err != nil {
 			return "", err
 		}
@@ -180,7 +178,7 @@ func checkBoundary(conn *client.Conn, p Position) error {
 			return nil // the end of a file is a boundary
 		}
 	}
-	r, err := conn.Execute(fmt.Sprintf("SHOW BINLOG EVENTS IN '%s' FROM %d LIMIT 1", strings.ReplaceAll(p.File, "'", ""), p.Offset))
+	r, err := conn.Execute(fmt.Sprintf("SHOW BINLOG EVENTS IN %s FROM %d LIMIT 1", sqlString(p.File), p.Offset))
 	if err != nil {
 		return fmt.Errorf("position %s: offset %d does not start an event in %s (%v); pick a position from SHOW BINLOG EVENTS, after an Xid or COMMIT event", p, p.Offset, p.File, err)
 	}
@@ -203,13 +201,4 @@ func checkBoundary(conn *client.Conn, p Position) error {
 func mustLogs(conn *client.Conn) []binlogFile {
 	logs, _ := binaryLogs(conn)
 	return logs
-}
-
-// backoffCause unwraps backoff.Permanent for messages shown to a person.
-func backoffCause(err error) error {
-	var perm *backoff.PermanentError
-	if errors.As(err, &perm) {
-		return perm.Err
-	}
-	return err
 }

@@ -140,7 +140,7 @@ func (s *Source) pgReplication(ctx context.Context, f *pgFacts, cfg *Config) pre
 			}
 		}
 	}
-	msg := unwrapPermanent(hidePassword(err, cfg.DSN)).Error()
+	msg := hidePassword(err, cfg.DSN).Error()
 	if !attr {
 		return preflight.Fail(name, fmt.Sprintf("role %s lacks the REPLICATION attribute: it cannot stream a replication slot (%s)", f.user, msg),
 			fmt.Sprintf("ALTER ROLE %s WITH REPLICATION", ident(f.user)))
@@ -160,7 +160,7 @@ func pgTables(ctx context.Context, conn *pgx.Conn, cfg *Config, database string)
 	}
 	tables, err := resolveTables(ctx, conn, filter, database)
 	if err != nil {
-		return nil, preflight.Fail(name, unwrapPermanent(err).Error(), "create the outbox table(s), or correct source.postgres.tables (schema.table as in the catalog)")
+		return nil, preflight.Fail(name, err.Error(), "create the outbox table(s), or correct source.postgres.tables (schema.table as in the catalog)")
 	}
 	names := make([]string, len(tables))
 	for i, t := range tables {
@@ -242,7 +242,7 @@ func pgPublication(ctx context.Context, conn *pgx.Conn, cfg *Config, f *pgFacts,
 func pgSlot(cfg *Config, f *pgFacts, slot slotInfo, exists bool, readErr error, activePID *int32, pos string) preflight.Check {
 	const name = "postgres.slot"
 	if readErr != nil {
-		return preflight.Fail(name, unwrapPermanent(readErr).Error(), "the relay's role must be able to read pg_replication_slots")
+		return preflight.Fail(name, readErr.Error(), "the relay's role must be able to read pg_replication_slots")
 	}
 	if !exists {
 		switch {
@@ -256,12 +256,12 @@ func pgSlot(cfg *Config, f *pgFacts, slot slotInfo, exists bool, readErr error, 
 		return preflight.Pass(name, "%s does not exist yet; the relay creates it at start (logical, pgoutput)", cfg.Slot)
 	}
 	if err := checkSlot(slot, cfg, f.database); err != nil {
-		return preflight.Fail(name, unwrapPermanent(err).Error(), "see docs/operations.md, \"Slot lost\"")
+		return preflight.Fail(name, err.Error(), "see docs/operations.md, \"Slot lost\"")
 	}
 	where := fmt.Sprintf("the relay starts at its confirmed_flush_lsn %s (no checkpoint yet)", slot.confirmedFlush)
 	if pos != "" {
 		if _, err := startPosition(pos, slot, cfg, serverInfo{database: f.database, version: f.versionNum, walEnd: f.walEnd}); err != nil {
-			return preflight.Fail(name, unwrapPermanent(err).Error(), "see docs/operations.md, \"Slot lost\"")
+			return preflight.Fail(name, err.Error(), "see docs/operations.md, \"Slot lost\"")
 		}
 		where = fmt.Sprintf("confirmed_flush_lsn %s, the relay resumes after its checkpoint %s", slot.confirmedFlush, pos)
 	}

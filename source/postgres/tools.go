@@ -2,11 +2,9 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
@@ -26,7 +24,7 @@ func (s *Source) connect(ctx context.Context) (*pgx.Conn, *Config, error) {
 	pgxCfg.ConnectTimeout = cfg.ConnectTimeout
 	conn, err := pgx.ConnectConfig(ctx, pgxCfg)
 	if err != nil {
-		return nil, nil, unwrapPermanent(explain("connect to "+describe(&pgxCfg.Config), err, &cfg))
+		return nil, nil, explain("connect to "+describe(&pgxCfg.Config), err, &cfg)
 	}
 	return conn, &cfg, nil
 }
@@ -66,7 +64,7 @@ func (s *Source) Status(ctx context.Context, pos string) (source.PositionStatus,
 	st.Current = cur
 	slot, ok, err := readSlot(ctx, conn, cfg)
 	if err != nil {
-		return st, unwrapPermanent(err)
+		return st, err
 	}
 	if !ok {
 		st.Notes = append(st.Notes, fmt.Sprintf("replication slot %s does not exist", cfg.Slot))
@@ -103,28 +101,20 @@ func (s *Source) Check(ctx context.Context, pos string) (string, error) {
 	defer closeConn(ctx, conn)
 	si, err := inspect(ctx, conn, cfg)
 	if err != nil {
-		return "", unwrapPermanent(err)
+		return "", err
 	}
 	slot, ok, err := readSlot(ctx, conn, cfg)
 	if err != nil {
-		return "", unwrapPermanent(err)
+		return "", err
 	}
 	if !ok {
 		return "", fmt.Errorf("replication slot %s does not exist: a position can only be set for an existing slot (start the relay once, or create the slot)", cfg.Slot)
 	}
 	if err := checkSlot(slot, cfg, si.database); err != nil {
-		return "", unwrapPermanent(err)
+		return "", err
 	}
 	if _, err := startPosition(p.String(), slot, cfg, si); err != nil {
-		return "", unwrapPermanent(err)
+		return "", err
 	}
 	return p.String(), nil
-}
-
-func unwrapPermanent(err error) error {
-	var perm *backoff.PermanentError
-	if errors.As(err, &perm) {
-		return perm.Err
-	}
-	return err
 }
