@@ -61,7 +61,13 @@ source:
     tables: [%s.outbox]
     start: %q
     heartbeat: 1s
-kafka:
+`, db.Addr, db.User, db.Password, testdb.ServerID(), db.DB, start) + relaySections(broker, cpPath)
+}
+
+// relaySections is the part of a test relay's YAML that does not depend
+// on the source: a fast-flushing producer and frequent checkpoints.
+func relaySections(broker, cpPath string) string {
+	return fmt.Sprintf(`kafka:
   brokers: [%s]
   linger: 2ms
 checkpoint:
@@ -70,7 +76,7 @@ checkpoint:
 relay:
   checkpoint_interval: 50ms
   shutdown_timeout: 20s
-`, db.Addr, db.User, db.Password, testdb.ServerID(), db.DB, start, broker, cpPath)
+`, broker, cpPath)
 }
 
 func loadCheckpoint(t testing.TB, path string) checkpoint.Checkpoint {

@@ -62,16 +62,7 @@ source:
     publication: %s
     tables: [public.outbox]
     status_interval: 1s
-%skafka:
-  brokers: [%s]
-  linger: 2ms
-checkpoint:
-  file:
-    path: %s
-relay:
-  checkpoint_interval: 50ms
-  shutdown_timeout: 20s
-`, db.DSN, db.Slot, db.Publication, more, broker, cpPath)
+%s`, db.DSN, db.Slot, db.Publication, more) + relaySections(broker, cpPath)
 }
 
 func setupPostgres(t *testing.T) *testdb.PostgresDB {
