@@ -179,6 +179,7 @@ write_config() { # DIR PORT SOCKDIR
 		echo "wal_level = logical"
 		echo "max_replication_slots = 20"
 		echo "max_wal_senders = 20"
+		echo "max_prepared_transactions = 20"
 		echo "wal_keep_size = 0"
 		echo "fsync = off"
 		if [[ -n ${POSTGRES_EXTRA_CONF:-} ]]; then

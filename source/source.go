@@ -41,6 +41,11 @@ type Tx struct {
 	// commit LSN). Records carry it in a header so consumers can drop
 	// duplicates.
 	ID string
+	// Start is where the transaction can be read again from: the position
+	// right before it. A reader opened there, told how many of its rows
+	// were delivered, hands out only the rest (a position inside a
+	// committed transaction). Nil if the source cannot do that.
+	Start Position
 	// FirstIndex is the index within the transaction of Rows[0].
 	FirstIndex int
 	// Rows are the outbox INSERTs of this piece, in log order. Transactions

@@ -26,14 +26,14 @@ func mysqlCompare(a, b string) (int, error) {
 func TestIntegrationCrashMySQL(t *testing.T) {
 	t.Parallel()
 	db := testdb.MariaDB(t)
-	db.Exec(t, mysqlSchema, mysqlNoise)
-	start := db.Position(t)
+	db.Exec(t, mysqlSchema, mysqlNoise, mysqlNonTx)
 	runCrashHarness(t, crashTarget{
 		yaml: func(broker, cpPath string) string {
-			return mysqlRelayConfig(db, broker, cpPath, start)
+			return mysqlRelayConfig(db, broker, cpPath, "current")
 		},
-		dialect:        func(t testing.TB) dialect { return mysqlDialect(db.Conn(t)) },
+		dialect:        func(t testing.TB) dialect { return mysqlGrammarDialect(t, db) },
 		serverPosition: db.Position,
 		compare:        mysqlCompare,
+		nonTx:          true,
 	})
 }

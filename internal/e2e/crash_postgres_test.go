@@ -31,7 +31,7 @@ func TestIntegrationCrashPostgres(t *testing.T) {
 			cpPath = cp
 			return postgresRelayConfig(db, broker, cp)
 		},
-		dialect: func(t testing.TB) dialect { return postgresDialect(db.Conn(t)) },
+		dialect: func(t testing.TB) dialect { return postgresGrammarDialect(db.Conn(t)) },
 		serverPosition: func(t testing.TB) string {
 			return db.QueryString(t, "SELECT pg_current_wal_lsn()::text")
 		},

@@ -37,6 +37,27 @@ const mysqlNoise = `CREATE TABLE orders (
 	total DECIMAL(10,2) NOT NULL DEFAULT 9.99
 )`
 
+// mysqlNonTx is a non-transactional table: a transaction that changes it
+// and rolls back to a savepoint makes the server write the ROLLBACK TO, and
+// the rows it discards, into the binlog.
+const mysqlNonTx = `CREATE TABLE ` + nonTxNoiseTable + ` (
+	id BIGINT AUTO_INCREMENT PRIMARY KEY,
+	note VARCHAR(64) NOT NULL
+) ENGINE=MyISAM`
+
+// mysqlGrammarDialect writes the grammar workload too (XA transactions
+// prepared on sessions of their own).
+func mysqlGrammarDialect(t testing.TB, db *testdb.MySQL) dialect {
+	d := mysqlDialect(db.Conn(t))
+	g := mysqlGrammar(d, func(t testing.TB) (dialect, func()) {
+		c := db.Conn(t)
+		return mysqlDialect(c), func() { c.Close() }
+	})
+	d.grammar = func(t testing.TB, tx txn) { writeGrammar(t, g, tx) }
+	g.dialect = d
+	return d
+}
+
 func mysqlDialect(c *client.Conn) dialect {
 	return dialect{
 		placeholder: func(int) string { return "?" },

@@ -35,6 +35,14 @@ const postgresNoise = `CREATE TABLE orders (
 	total numeric(10,2) NOT NULL DEFAULT 9.99
 )`
 
+// postgresGrammarDialect writes the grammar workload too.
+func postgresGrammarDialect(c *pgx.Conn) dialect {
+	d := postgresDialect(c)
+	g := postgresGrammar(d)
+	d.grammar = func(t testing.TB, tx txn) { writeGrammar(t, g, tx) }
+	return d
+}
+
 func postgresDialect(c *pgx.Conn) dialect {
 	return dialect{
 		placeholder: func(i int) string { return fmt.Sprintf("$%d", i) },

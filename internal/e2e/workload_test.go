@@ -35,6 +35,11 @@ type txn struct {
 	DeleteToo bool // the outbox rows are deleted again in the same transaction
 	MultiRow  bool // one multi-row INSERT instead of one INSERT per event
 	Noise     int  // rows written to the non-outbox table in the same transaction
+	// Steps, End and GID describe a transaction of the grammar workload
+	// (grammar_workload_test.go), written by dialect.grammar.
+	Steps []step
+	End   endKind
+	GID   string
 }
 
 // plan is a workload: committed transactions interleaved with rolled-back
@@ -111,6 +116,9 @@ type dialect struct {
 	placeholder func(i int) string // i counts from 1
 	exec        func(q string, args ...any) error
 	noiseSQL    string // inserts one row into the non-outbox table; takes one argument
+	// grammar writes a transaction with Steps or an End other than a
+	// plain commit (nil: the dialect has none).
+	grammar func(t testing.TB, tx txn)
 }
 
 // write executes the plan's transactions tx[from:to].
@@ -123,6 +131,10 @@ func (p plan) write(t testing.TB, d dialect, from, to int) {
 		}
 	}
 	for _, tx := range p.Txns[from:to] {
+		if len(tx.Steps) > 0 || tx.End != endCommit {
+			d.grammar(t, tx)
+			continue
+		}
 		must("BEGIN")
 		for i := 0; i < tx.Noise; i++ {
 			must(d.noiseSQL, "noise")

@@ -52,7 +52,8 @@ type fakeSource struct {
 	err     error
 }
 
-func (s *fakeSource) Kind() string { return "mysql" }
+func (s *fakeSource) Kind() string                            { return "mysql" }
+func (s *fakeSource) Resolve(context.Context) (string, error) { return "0/10", nil }
 func (s *fakeSource) Open(context.Context, string) (source.Reader, error) {
 	if len(s.readers) == 0 {
 		return nil, s.err

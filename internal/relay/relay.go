@@ -30,8 +30,11 @@ import (
 type Source interface {
 	// Kind names the source in checkpoints ("mysql", "postgres").
 	Kind() string
-	// Open starts reading right after from (a checkpoint's position text),
-	// or at the source's configured start when from is "".
+	// Resolve returns the position a relay without a checkpoint starts
+	// from (the configured start: current, earliest, a position, a new
+	// replication slot). The relay stores it before it sends anything.
+	Resolve(ctx context.Context) (string, error)
+	// Open starts reading right after from (a checkpoint's position text).
 	Open(ctx context.Context, from string) (source.Reader, error)
 }
 
@@ -119,6 +122,17 @@ func (r *Relay) session(ctx context.Context, healthy func()) error {
 		}
 		from = cp.Position
 	case errors.Is(err, checkpoint.ErrNotFound):
+		// The first start: the configured start ("current" above all)
+		// is resolved once and stored before anything is sent, so that a
+		// retry or restart resumes there instead of resolving it again
+		// past rows committed in between.
+		if from, err = r.src.Resolve(ctx); err != nil {
+			return err
+		}
+		if err := r.store.Save(ctx, checkpoint.Checkpoint{Source: r.src.Kind(), Position: from, UpdatedAt: time.Now().UTC()}); err != nil {
+			return fmt.Errorf("store the start position %s: %w", from, err)
+		}
+		r.log.Info().Str("position", from).Msg("no checkpoint yet: stored the start position")
 	default:
 		return backoff.Permanent(err)
 	}

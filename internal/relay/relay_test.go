@@ -51,7 +51,8 @@ func (r *fakeReader) Close() error { return nil }
 
 type fakeSource struct{ r *fakeReader }
 
-func (s fakeSource) Kind() string { return "fake" }
+func (s fakeSource) Kind() string                            { return "fake" }
+func (s fakeSource) Resolve(context.Context) (string, error) { return "start", nil }
 func (s fakeSource) Open(context.Context, string) (source.Reader, error) {
 	return s.r, nil
 }

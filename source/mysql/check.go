@@ -57,6 +57,8 @@ func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time) []p
 		p.setting("binlog_format", "ROW", "row-based events carry the inserted values"),
 		p.setting("binlog_row_image", "FULL", "with MINIMAL or NOBLOB an INSERT may omit columns"),
 		p.rowMetadata(),
+		p.compression(),
+		p.engines(),
 		p.gtidMode(),
 		p.serverID(),
 		p.retention(ctx, s, pos, saved),
@@ -91,7 +93,8 @@ func (p *prober) load() error {
 	}
 	r, err := p.conn.Execute(`SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image',
 		'binlog_row_metadata', 'gtid_mode', 'server_id', 'binlog_expire_logs_seconds', 'expire_logs_days',
-		'binlog_expire_logs_auto_purge', 'max_binlog_total_size', 'gtid_binlog_pos')`)
+		'binlog_expire_logs_auto_purge', 'max_binlog_total_size', 'gtid_binlog_pos',
+		'binlog_transaction_compression', 'log_bin_compress')`)
 	if err != nil {
 		return fmt.Errorf("read server variables: %w", err)
 	}
@@ -187,6 +190,45 @@ func (p *prober) rowMetadata() preflight.Check {
 			strings.Join(grants, "; ")+"; or, better: "+fix)
 	}
 	return preflight.Warn(name, fmt.Sprintf("%s: the relay falls back to the columns of %d outbox table(s) in information_schema, which is right only while no DDL on an outbox table lies between the checkpoint and now", setting, len(tables)), fix)
+}
+
+// compression reports how the server compresses the binlog; the relay
+// reads either way.
+func (p *prober) compression() preflight.Check {
+	const name = "mysql.binlog_compression"
+	if p.mariadb() {
+		return preflight.Pass(name, "log_bin_compress is %s (compressed events are decoded)", orNone(p.vars["log_bin_compress"]))
+	}
+	v, ok := p.vars["binlog_transaction_compression"]
+	if !ok {
+		return preflight.Pass(name, "the server (%s) has no binlog_transaction_compression (MySQL < 8.0.20): transactions are not compressed", p.version)
+	}
+	if strings.EqualFold(v, "ON") {
+		return preflight.Pass(name, "binlog_transaction_compression is ON: each transaction arrives as one compressed payload, which the relay decodes")
+	}
+	return preflight.Pass(name, "binlog_transaction_compression is %s", strings.ToUpper(v))
+}
+
+// engines checks that every outbox table is transactional: the relay
+// publishes a row when its transaction commits, which a non-transactional
+// table's rows do not wait for (nor roll back with).
+func (p *prober) engines() preflight.Check {
+	const name = "mysql.outbox_engine"
+	filter, err := schema.NewFilter(p.cfg.Tables)
+	if err != nil {
+		return preflight.Fail(name, err.Error(), "correct source.mysql.tables")
+	}
+	engines, err := outboxEngines(p.conn, filter)
+	if err != nil {
+		return preflight.Warn(name, fmt.Sprintf("cannot read the outbox tables' engines (%v)", err), "make sure every outbox table is InnoDB")
+	}
+	if err := nonTransactional(engines); err != nil {
+		return preflight.Fail(name, err.Error(), "ALTER TABLE … ENGINE=InnoDB for each of them")
+	}
+	if len(engines) == 0 {
+		return preflight.Warn(name, "no outbox table is visible in information_schema to "+p.userText(), "grant the relay's user SELECT on the outbox tables so their layout can be checked")
+	}
+	return preflight.Pass(name, "%d outbox table(s), all transactional", len(engines))
 }
 
 func (p *prober) gtidMode() preflight.Check {

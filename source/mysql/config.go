@@ -45,6 +45,12 @@ type Config struct {
 	// Replay is set by `outboxrelay replay`: with binlog_row_metadata
 	// MINIMAL it refuses to cross a DDL on an outbox table.
 	Replay bool `yaml:"-"`
+
+	// deriveGTIDByReading makes a MariaDB reader derive a start
+	// position's GTID set from the binlog file (its GTID list event and
+	// the GTIDs up to the offset) as a MySQL reader does, instead of
+	// asking BINLOG_GTID_POS: tests run MySQL's path on MariaDB with it.
+	deriveGTIDByReading bool
 }
 
 // SetDefaults fills the zero fields with their defaults.

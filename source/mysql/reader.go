@@ -5,16 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 	"github.com/google/uuid"
@@ -31,25 +27,41 @@ const Kind = "mysql"
 // transactions are handed out in pieces of this many rows.
 const pieceRows = 2048
 
-// eventsAhead is how many binlog events the syncer may read and decode
-// ahead of Next.
-const eventsAhead = 512
+// xaCacheRows bounds the rows of prepared XA transactions kept in memory
+// until their XA COMMIT; the others are read again from the binlog then.
+const xaCacheRows = 8192
+
+// MariaDB Gtid_log_event flags (log_event.h); go-mysql names only some.
+const (
+	mariaStandalone = 1
+	mariaPreparedXA = 64
+)
 
 // Reader streams committed transactions from the binlog.
+//
+// It reads the binlog's event groups and applies the transaction-boundary
+// rules of docs/architecture.md: a group opens at its GTID event (MariaDB:
+// unless flagged standalone, like BEGIN) or BEGIN, and ends only at XID,
+// COMMIT, ROLLBACK, an XA_PREPARE event, or, for a standalone group (DDL,
+// XA COMMIT, XA ROLLBACK), its statement; MySQL's transaction_length, when
+// given, says exactly where a group ends. Savepoints end nothing; rows
+// rolled back to a savepoint are dropped. An XA transaction publishes at
+// its XA COMMIT (or ONE PHASE commit), re-reading its prepared events
+// from the binlog when they are no longer in memory. Compressed
+// transaction payloads are read as the events they contain.
 type Reader struct {
 	cfg    Config
 	log    zerolog.Logger
 	filter *schema.Filter
 	si     serverInfo
-
-	syncer   *replication.BinlogSyncer
-	streamer *replication.BinlogStreamer
+	events eventSource
 
 	// decideMu guards decisions and decodeErr, used by the decode hook
 	// on the syncer's goroutine.
 	decideMu  sync.Mutex
 	decisions map[uint64]decision
 	decodeErr error
+	seeking   atomic.Bool // rows are not decoded while seeking
 
 	tables map[*replication.TableMapEvent]*schema.Table
 	known  *schema.Cache // layouts from the binlog's column names
@@ -60,17 +72,24 @@ type Reader struct {
 
 	startTables []*schema.Table // outbox tables visible in information_schema at open
 
-	file string          // current binlog file
-	gset gomysql.GTIDSet // executed set; nil when not tracked
+	file  string       // current binlog file
+	gtids *gtidState   // executed set; nil when the server has no GTIDs
+	xa    []PreparedXA // prepared, unresolved XA transactions
+	// xaRows holds the survivors of small prepared XA transactions until
+	// their XA COMMIT, so that the common case needs no second read.
+	xaRows  map[string][]source.Row
+	xaRowsN int
 
-	// The transaction being read.
-	inTx     bool // a GTID or BEGIN event opened it
-	began    bool // BEGIN seen: the transaction ends at XID/COMMIT
-	txID     string
-	index    int
-	rows     []source.Row
-	mysqlGID *replication.GTIDEvent
-	mariaGID *gomysql.MariadbGTID
+	g       *group      // the group being read
+	skip    int         // survivors of the first group delivered before a restart
+	replay  *replayPlan // for the group starting at replay.file:replay.at
+	collect *collectXA  // reading a prepared XA transaction again for its XA COMMIT
+	// seekFile/seekTo: the start position's GTID set is derived by reading
+	// the file from its start (MySQL's Previous_gtids plus the GTIDs up to
+	// the offset); nothing is handed out before seekTo.
+	seekFile string
+	seekTo   uint32
+	out      []*source.Tx // handed out by Next, oldest first
 }
 
 type decision struct {
@@ -78,124 +97,12 @@ type decision struct {
 	include       bool
 }
 
-// Open connects, checks the server, and starts streaming right after from
-// (a checkpoint's position text), or where cfg.Start says when from is "".
-func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Reader, error) {
-	cfg.SetDefaults()
-	filter, err := schema.NewFilter(cfg.Tables)
-	if err != nil {
-		return nil, backoff.Permanent(fmt.Errorf("source.mysql.tables: %w", err))
-	}
-	conn, err := connect(ctx, &cfg)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	si, err := inspect(conn, &cfg)
-	if err != nil {
-		return nil, err
-	}
-
-	var start Position
-	switch {
-	case from != "":
-		if start, err = ParsePosition(from); err != nil {
-			return nil, backoff.Permanent(fmt.Errorf("stored checkpoint: %w", err))
-		}
-	case cfg.Start == "current":
-		if start, err = currentPosition(conn, si); err != nil {
-			return nil, err
-		}
-	case cfg.Start == "earliest":
-		logs, err := binaryLogs(conn)
-		if err != nil {
-			return nil, err
-		}
-		if len(logs) == 0 {
-			return nil, backoff.Permanent(errors.New("the server has no binary logs"))
-		}
-		// GTIDs are not tracked from here: the set at the start of the
-		// oldest log is not known.
-		start = Position{File: logs[0].name, Offset: 4}
-	default:
-		if start, err = ParsePosition(cfg.Start); err != nil {
-			return nil, backoff.Permanent(fmt.Errorf("source.mysql.start: %w", err))
-		}
-	}
-	if start.File == "" && !si.gtidEnabled {
-		return nil, backoff.Permanent(fmt.Errorf("position %s is a GTID set, but the server has GTIDs off: give a FILE:OFFSET position", start))
-	}
-	if start.File != "" {
-		if err := checkServable(conn, start); err != nil {
-			return nil, err
-		}
-	}
-
-	r := &Reader{
-		cfg:       cfg,
-		log:       log,
-		filter:    filter,
-		si:        si,
-		decisions: make(map[uint64]decision),
-		tables:    make(map[*replication.TableMapEvent]*schema.Table),
-		known:     schema.NewCache(),
-		file:      start.File,
-	}
-	// Before streaming: the decode hook reads r.fallback.
-	r.startTables = outboxTables(conn, filter, log)
-	if si.rowMetadata != "FULL" {
-		r.fallback = schema.NewCache()
-		for _, t := range r.startTables {
-			r.fallback.Layout(t.Schema, t.Name, t.Columns)
-		}
-		log.Warn().Str("binlog_row_metadata", si.rowMetadata).Int("tables", r.fallback.Len()).
-			Msg("the binlog carries no column names: using information_schema (correct only while no DDL on an outbox table lies between the relay's position and now; set binlog_row_metadata=FULL)")
-	}
-	host, portStr, _ := net.SplitHostPort(cfg.Addr)
-	port, _ := strconv.ParseUint(portStr, 10, 16)
-	r.syncer = replication.NewBinlogSyncer(replication.BinlogSyncerConfig{
-		ServerID:        cfg.ServerID,
-		Flavor:          si.flavor,
-		Host:            host,
-		Port:            uint16(port),
-		User:            cfg.User,
-		Password:        cfg.Password,
-		HeartbeatPeriod: cfg.Heartbeat,
-		ReadTimeout:     3 * cfg.Heartbeat,
-		// Reconnecting is the relay's job: it restarts from the durable
-		// checkpoint with backoff and logs once per outage.
-		DisableRetrySync:    true,
-		RowsEventDecodeFunc: r.decodeRows,
-		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
-		// Events decoded ahead of the relay. go-mysql's default (10240)
-		// lets a backlog fill hundreds of MiB with decoded rows events
-		// (up to 8 KiB each, plus their rows) while Kafka applies
-		// backpressure; a few hundred already keep the pipeline busy.
-		EventCacheCount: eventsAhead,
-	})
-
-	if start.GTID != "" && si.gtidEnabled {
-		gset, err := gomysql.ParseGTIDSet(si.flavor, start.GTID)
-		if err != nil {
-			r.syncer.Close()
-			return nil, backoff.Permanent(fmt.Errorf("position %s: bad %s GTID set: %w", start, si.flavor, err))
-		}
-		r.gset = gset.Clone()
-		r.streamer, err = r.syncer.StartSyncGTID(gset)
-		if err != nil {
-			r.syncer.Close()
-			return nil, fmt.Errorf("start binlog stream at GTID set %s: %w", start.GTID, err)
-		}
-	} else {
-		r.streamer, err = r.syncer.StartSync(gomysql.Position{Name: start.File, Pos: start.Offset})
-		if err != nil {
-			r.syncer.Close()
-			return nil, fmt.Errorf("start binlog stream at %s: %w", start, err)
-		}
-	}
-	r.txID = start.String()
-	log.Info().Str("position", start.String()).Str("server", si.version).Bool("gtid", r.gset != nil).Msg("streaming binlog")
-	return r, nil
+// collectXA is an XA COMMIT whose prepared events are being read again.
+type collectXA struct {
+	commit   *group
+	xid      string
+	prepared PreparedXA
+	back     Position // right after the XA COMMIT event: streaming resumes there
 }
 
 // decodeRows runs on the syncer's goroutine for every rows event. It decodes
@@ -205,7 +112,7 @@ func (r *Reader) decodeRows(e *replication.RowsEvent, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if e.Type() != replication.EnumRowsEventTypeInsert {
+	if e.Type() != replication.EnumRowsEventTypeInsert || r.seeking.Load() {
 		return nil
 	}
 	t := e.Table
@@ -216,6 +123,11 @@ func (r *Reader) decodeRows(e *replication.RowsEvent, data []byte) error {
 			schema:  bytes.Clone(t.Schema),
 			table:   bytes.Clone(t.Table),
 			include: r.filter.Match(string(t.Schema), string(t.Table)),
+		}
+		// Table ids grow with every table opened (temporary tables get a
+		// new one each time): keep the map small.
+		if len(r.decisions) >= 4096 {
+			clear(r.decisions)
 		}
 		r.decisions[e.TableID] = d
 	}
@@ -234,8 +146,8 @@ func (r *Reader) decodeRows(e *replication.RowsEvent, data []byte) error {
 
 // Next returns the next committed transaction (or piece of one).
 func (r *Reader) Next(ctx context.Context) (*source.Tx, error) {
-	for {
-		ev, err := r.streamer.GetEvent(ctx)
+	for len(r.out) == 0 {
+		ev, err := r.events.next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -248,129 +160,553 @@ func (r *Reader) Next(ctx context.Context) (*source.Tx, error) {
 			}
 			return nil, r.streamError(err)
 		}
-		tx, err := r.handle(ev)
-		if err != nil || tx != nil {
-			return tx, err
+		if err := r.step(ev); err != nil {
+			return nil, err
 		}
 	}
+	tx := r.out[0]
+	r.out[0] = nil
+	r.out = r.out[1:]
+	return tx, nil
 }
 
 // streamError classifies an error from the binlog stream.
 func (r *Reader) streamError(err error) error {
 	var me *gomysql.MyError
 	if errors.As(err, &me) && me.Code == gomysql.ER_MASTER_FATAL_ERROR_READING_BINLOG {
+		if strings.Contains(me.Message, "server_id") || strings.Contains(me.Message, "server_uuid") {
+			return fmt.Errorf("another replica uses server_id %d: give each relay a unique source.mysql.server_id: %w", r.cfg.ServerID, err)
+		}
 		return backoff.Permanent(fmt.Errorf("the server cannot send the binlog from the relay's position (the log may have been purged): %s; see `outboxrelay checkpoint show` and docs/operations.md", me.Message))
 	}
-	if strings.Contains(err.Error(), "A slave with the same server_uuid/server_id") || (errors.As(err, &me) && me.Code == 1236 && strings.Contains(me.Message, "server_id")) {
+	if strings.Contains(err.Error(), "A slave with the same server_uuid/server_id") {
 		return fmt.Errorf("another replica uses server_id %d: give each relay a unique source.mysql.server_id: %w", r.cfg.ServerID, err)
 	}
 	return fmt.Errorf("binlog stream: %w", err)
 }
 
-func (r *Reader) handle(ev *replication.BinlogEvent) (*source.Tx, error) {
+// step handles one event from the stream.
+func (r *Reader) step(ev *replication.BinlogEvent) error {
+	if r.seekTo == 0 {
+		return r.handle(ev)
+	}
+	h := ev.Header
+	if h.LogPos == 0 || preamble(ev.Event) {
+		// A file's preamble (format description, the GTID set before the
+		// file) starts no transaction: a position at its start means the
+		// first event after it.
+		if h.LogPos != 0 && r.file == r.seekFile && h.LogPos-h.EventSize == r.seekTo {
+			r.seekTo = h.LogPos
+		}
+		return r.handle(ev)
+	}
+	at := h.LogPos - h.EventSize
+	if r.file == r.seekFile && at < r.seekTo {
+		// Before the start: only the GTIDs and prepared XA transactions
+		// count; nothing is handed out.
+		err := r.handle(ev)
+		clear(r.out)
+		r.out = r.out[:0]
+		return err
+	}
+	if r.file != r.seekFile || at != r.seekTo {
+		return backoff.Permanent(fmt.Errorf("position %s:%d is not at the start of a binlog event (the next event starts at %s:%d): pick a position from SHOW BINLOG EVENTS", r.seekFile, r.seekTo, r.file, at))
+	}
+	if r.g != nil {
+		return backoff.Permanent(fmt.Errorf("position %s:%d is inside a transaction (it began at %s): resume after an Xid or COMMIT event", r.seekFile, r.seekTo, r.g.id))
+	}
+	if r.gtids == nil {
+		return backoff.Permanent(fmt.Errorf("binlog %s has no Previous_gtids event: the GTID set at %s:%d cannot be derived; give the position with its GTID set (FILE:OFFSET@GTIDSET)", r.seekFile, r.seekFile, r.seekTo))
+	}
+	r.seekTo = 0
+	r.seeking.Store(false)
+	r.log.Info().Str("position", r.here(at).String()).Msg("derived the GTID set of the start position")
+	return r.handle(ev)
+}
+
+// preamble reports whether e is an event of a binlog file's preamble, or
+// one that stands between transactions without being part of any.
+func preamble(e replication.Event) bool {
+	switch e.(type) {
+	case *replication.RotateEvent, *replication.FormatDescriptionEvent, *replication.PreviousGTIDsEvent,
+		*replication.MariadbGTIDListEvent, *replication.MariadbBinlogCheckPointEvent, *replication.HeartbeatEvent:
+		return true
+	}
+	return false
+}
+
+// handle applies one event to the transaction being read.
+func (r *Reader) handle(ev *replication.BinlogEvent) error {
 	h := ev.Header
 	switch e := ev.Event.(type) {
 	case *replication.RotateEvent:
 		r.file = string(e.NextLogName)
+	case *replication.TransactionPayloadEvent:
+		// A compressed transaction (MySQL ≥ 8.0.20): its events, with the
+		// payload's positions (go-mysql stamps them), are the transaction.
+		for _, inner := range e.Events {
+			if err := r.handle(inner); err != nil {
+				return err
+			}
+		}
+	case *replication.PreviousGTIDsEvent:
+		return r.fileGTIDs(e.GTIDSets)
+	case *replication.MariadbGTIDListEvent:
+		// MariaDB's equivalent of Previous_gtids.
+		parts := make([]string, len(e.GTIDs))
+		for i, g := range e.GTIDs {
+			parts[i] = g.String()
+		}
+		return r.fileGTIDs(strings.Join(parts, ","))
 	case *replication.GTIDEvent:
-		r.begin(h)
-		if !bytes.Equal(e.SID, make([]byte, len(e.SID))) { // anonymous GTIDs have a zero SID
-			r.mysqlGID = e
-		}
+		return r.onMySQLGTID(h, e, gomysql.Tag{})
+	case *replication.GtidTaggedLogEvent:
+		return r.onMySQLGTID(h, &e.GTIDEvent, e.Tag)
 	case *replication.MariadbGTIDEvent:
-		r.begin(h)
-		g := e.GTID
-		r.mariaGID = &g
+		if err := r.abandonOpen(h); err != nil {
+			return err
+		}
+		g := r.open(h)
+		gt := e.GTID
+		g.gtid = &gtidAdd{maria: gt}
+		g.standalone = e.Flags&mariaStandalone != 0
+		g.began = !g.standalone
+		g.xa = e.Flags&mariaPreparedXA != 0
 	case *replication.QueryEvent:
-		q := string(e.Query)
-		switch {
-		case q == "BEGIN":
-			if !r.inTx {
-				r.begin(h)
-			}
-			r.began = true
-		case q == "COMMIT" || !r.began:
-			// COMMIT ends a non-transactional engine's transaction; any
-			// other statement outside BEGIN (DDL) is a transaction alone.
-			if !r.inTx {
-				r.begin(h)
-			}
-			if q != "COMMIT" && r.fallback != nil {
-				if err := r.onDDL(q, h); err != nil {
-					return nil, err
-				}
-			}
-			return r.end(h)
-		}
+		return r.onQuery(h, e)
 	case *replication.XIDEvent:
-		if !r.inTx {
-			r.begin(h)
+		if r.g == nil {
+			r.open(h)
 		}
-		return r.end(h)
+		return r.commit(h)
 	case *replication.RowsEvent:
-		if e.Rows == nil { // not decoded: not an outbox INSERT
-			return nil, nil
+		return r.onRows(h, e)
+	case *replication.GenericEvent:
+		if h.EventType == replication.XA_PREPARE_LOG_EVENT {
+			return r.onXAPrepare(h, e.Data)
 		}
-		if !r.inTx {
-			r.begin(h)
+	}
+	return nil
+}
+
+// fileGTIDs takes the GTID set before the current file, when the start
+// position's set is being derived.
+func (r *Reader) fileGTIDs(set string) error {
+	if r.gtids != nil || r.seekTo == 0 || !r.si.gtidEnabled {
+		return nil
+	}
+	s, err := newGTIDState(r.si.flavor, set)
+	if err != nil {
+		return backoff.Permanent(fmt.Errorf("the GTID set before binlog %s: %w", r.file, err))
+	}
+	r.gtids = s
+	return nil
+}
+
+func (r *Reader) onMySQLGTID(h *replication.EventHeader, e *replication.GTIDEvent, tag gomysql.Tag) error {
+	if err := r.abandonOpen(h); err != nil {
+		return err
+	}
+	g := r.open(h)
+	g.length = e.TransactionLength
+	if t := e.ImmediateCommitTime(); !t.IsZero() {
+		g.commitTime, g.preciseTime = t, true
+	}
+	if bytes.Equal(e.SID, make([]byte, len(e.SID))) {
+		return nil // anonymous: gtid_mode is off
+	}
+	u, err := uuid.FromBytes(e.SID)
+	if err != nil {
+		return fmt.Errorf("GTID event at %s:%d: %w", r.file, h.LogPos, err)
+	}
+	g.gtid = &gtidAdd{sid: u, tag: tag, gno: e.GNO}
+	return nil
+}
+
+// abandonOpen handles a group that never ended before the next one began:
+// the server crashed while writing it, so it never committed.
+func (r *Reader) abandonOpen(h *replication.EventHeader) error {
+	g := r.g
+	if g == nil {
+		return nil
+	}
+	if g.handed > g.skip {
+		return backoff.Permanent(fmt.Errorf("the transaction at %s (binlog %s) has no end before the next one at offset %d, but %d of its rows were already published: the binlog is damaged; republish or skip its rows and move the checkpoint past it with `outboxrelay checkpoint set`", g.id, r.file, h.LogPos-h.EventSize, g.handed-g.skip))
+	}
+	r.log.Warn().Str("transaction", g.id).Msg("binlog event group without an end (the server stopped while writing it): it never committed, its rows are dropped")
+	r.g = nil
+	return nil
+}
+
+// here is the position of the event starting at offset at, between groups.
+func (r *Reader) here(at uint32) Position {
+	p := Position{File: r.file, Offset: at, XA: r.xa}
+	if r.gtids != nil {
+		p.snap = r.gtids.snapshot()
+	}
+	return p
+}
+
+// open starts a group at the event whose header is h.
+func (r *Reader) open(h *replication.EventHeader) *group {
+	at := h.LogPos - h.EventSize
+	g := &group{
+		id:         txID(r.file, at),
+		start:      r.here(at),
+		file:       r.file,
+		at:         at,
+		commitTime: time.Unix(int64(h.Timestamp), 0),
+	}
+	if p := r.replay; p != nil && p.file == g.file && p.at == g.at {
+		g.replay, g.skip = p, p.handed
+		r.replay = nil
+	}
+	if r.skip > 0 && r.seekTo == 0 {
+		g.skip, r.skip = max(g.skip, r.skip), 0
+	}
+	if c := r.collect; c != nil {
+		// The prepared events belong to the XA COMMIT's transaction.
+		g.collect = c
+		g.id, g.start, g.commitTime = c.commit.id, c.commit.start, c.commit.commitTime
+		if g.replay == nil {
+			g.skip = c.commit.skip
 		}
-		t, err := r.table(e.Table, h)
+	}
+	r.g = g
+	return g
+}
+
+func (r *Reader) onQuery(h *replication.EventHeader, e *replication.QueryEvent) error {
+	q := classify(e.Query)
+	g := r.g
+	switch q.kind {
+	case qBegin:
+		if g == nil {
+			g = r.open(h)
+		}
+		g.began = true
+		return nil
+	case qXAStart:
+		if g == nil {
+			g = r.open(h)
+		}
+		g.began, g.xa = true, true
+		return nil
+	}
+	if g == nil {
+		// A statement outside any group (servers without GTIDs write DDL
+		// so): a transaction alone.
+		g = r.open(h)
+	}
+	// With MySQL's transaction_length the end is known exactly (so
+	// CREATE TABLE … SELECT, one group with a DDL statement, rows and an
+	// XID, is read whole); else a statement ends a group that no BEGIN
+	// opened.
+	last := g.length > 0 && uint64(h.LogPos) == uint64(g.at)+g.length
+	ends := last || g.length == 0 && !g.began
+	switch q.kind {
+	case qCommit:
+		return r.commit(h)
+	case qRollback:
+		return r.rollback(h)
+	case qSavepoint:
+		if g.replay == nil {
+			g.savepoint(q.name)
+		}
+		return nil
+	case qRollbackTo:
+		if g.replay == nil && !g.rollbackTo(q.name) {
+			r.log.Warn().Str("transaction", g.id).Str("savepoint", q.name).Msg("ROLLBACK TO an unknown savepoint in the binlog; ignored")
+		}
+		return nil
+	case qRelease:
+		g.release(q.name, true)
+		return nil
+	case qXAEnd:
+		return nil
+	case qDML:
+		if t := r.outboxNamed(string(e.Query)); t != "" {
+			return backoff.Permanent(fmt.Errorf("transaction at %s: the binlog holds a statement-based change to outbox table %s (%.80q), which the relay cannot decode: a session ran with binlog_format other than ROW. Set binlog_format=ROW for every session (SET GLOBAL, and no SET SESSION binlog_format), republish those rows with `outboxrelay republish`, and move the checkpoint past %s:%d with `outboxrelay checkpoint set`", g.id, t, e.Query, r.file, h.LogPos))
+		}
+	case qOther:
+		if r.fallback != nil {
+			if err := r.onDDL(string(e.Query), h); err != nil {
+				return err
+			}
+		}
+	}
+	if !ends {
+		return nil
+	}
+	switch q.kind {
+	case qXACommit:
+		return r.xaCommit(h, q.name)
+	case qXARollback:
+		return r.xaRollback(h, q.name)
+	}
+	return r.commit(h)
+}
+
+// outboxNamed returns the outbox table a statement names ("" if none).
+func (r *Reader) outboxNamed(q string) string {
+	for _, n := range r.filter.Exact() {
+		_, tbl, _ := strings.Cut(n, ".")
+		if mentions(q, tbl) {
+			return n
+		}
+	}
+	return ""
+}
+
+func (r *Reader) onRows(h *replication.EventHeader, e *replication.RowsEvent) error {
+	if e.Rows == nil { // not decoded: not an outbox INSERT
+		return nil
+	}
+	g := r.g
+	if g == nil {
+		g = r.open(h)
+	}
+	t, err := r.table(e.Table, h)
+	if err != nil {
+		return err
+	}
+	for _, vals := range e.Rows {
+		o := g.seen
+		g.seen++
+		if g.scanning || g.replay != nil && discarded(g.replay.discard, o) {
+			continue
+		}
+		g.buf = append(g.buf, orow{row: source.Row{Table: t, Values: vals}, ord: o})
+	}
+	r.flushSafe(g)
+	return nil
+}
+
+// flushSafe hands out full pieces of rows no savepoint can discard, and
+// starts scanning when the rows still at risk outgrow the buffer.
+func (r *Reader) flushSafe(g *group) {
+	if g.xa && g.collect == nil && g.replay == nil {
+		// Prepared, not committed (yet): nothing goes out now; a large
+		// one is read again at its XA COMMIT (or, committed ONE PHASE,
+		// from its start) instead of being kept.
+		if len(g.buf) > pieceRows {
+			g.scanning = true
+			clear(g.buf)
+			g.buf = nil
+		}
+		return
+	}
+	for len(g.buf) >= pieceRows {
+		n := min(g.safeRows(), pieceRows)
+		if n == 0 {
+			g.scanning = true
+			clear(g.buf)
+			g.buf = nil
+			r.log.Debug().Str("transaction", g.id).Msg("large transaction with savepoints: reading it to its end first")
+			return
+		}
+		rows, first := g.take(n)
+		if len(rows) > 0 {
+			r.emit(g, rows, first, nil)
+		}
+	}
+}
+
+func (r *Reader) emit(g *group, rows []source.Row, first int, end source.Position) {
+	r.out = append(r.out, &source.Tx{
+		ID: g.id, Start: g.start, FirstIndex: first, Rows: rows, End: end, CommitTime: g.commitTime,
+	})
+}
+
+// finish hands out the rest of g's rows, the last piece carrying end.
+func (r *Reader) finish(g *group, end source.Position) {
+	for {
+		rows, first := g.take(min(len(g.buf), pieceRows))
+		if len(g.buf) == 0 {
+			r.emit(g, rows, first, end)
+			break
+		}
+		if len(rows) > 0 {
+			r.emit(g, rows, first, nil)
+		}
+	}
+	r.g = nil
+}
+
+// end closes the current group at the event whose header is h: its GTID
+// joins the executed set, and the position after h is returned.
+func (r *Reader) end(h *replication.EventHeader, g *group) (Position, error) {
+	if !g.preciseTime && g.collect == nil {
+		// Binlog timestamps are when a statement began: the ending
+		// event's is the commit's (whole seconds).
+		g.commitTime = time.Unix(int64(h.Timestamp), 0)
+	}
+	if g.gtid != nil && r.gtids != nil {
+		if err := r.gtids.add(*g.gtid); err != nil {
+			return Position{}, err
+		}
+	}
+	return r.here(h.LogPos), nil
+}
+
+// commit ends the group as committed.
+func (r *Reader) commit(h *replication.EventHeader) error {
+	g := r.g
+	if g.collect != nil {
+		return backoff.Permanent(fmt.Errorf("XA COMMIT %s: the events at %s:%d, where the relay recorded its XA PREPARE, end with a commit instead: the binlog does not match the relay's position", xidText(g.collect.xid), g.collect.prepared.File, g.collect.prepared.Offset))
+	}
+	if g.scanning {
+		return r.startReplay(g)
+	}
+	end, err := r.end(h, g)
+	if err != nil {
+		return err
+	}
+	r.finish(g, end)
+	return nil
+}
+
+// rollback ends the group at a ROLLBACK statement: servers write one (in
+// ROW format) only in rare cases where the transaction changed a
+// non-transactional table; its transactional rows never happened.
+func (r *Reader) rollback(h *replication.EventHeader) error {
+	g := r.g
+	if g.handed > g.skip {
+		return backoff.Permanent(fmt.Errorf("transaction at %s ends with ROLLBACK after %d of its rows were published: the relay published rows the server rolled back. Keep outbox tables transactional (InnoDB) and out of transactions that change non-transactional tables", g.id, g.handed-g.skip))
+	}
+	g.buf, g.scanning = nil, false
+	end, err := r.end(h, g)
+	if err != nil {
+		return err
+	}
+	r.finish(g, end)
+	return nil
+}
+
+// startReplay reads g again from its start now that its end, and so the
+// rows its savepoints discarded, are known.
+func (r *Reader) startReplay(g *group) error {
+	r.replay = &replayPlan{file: g.file, at: g.at, discard: g.discard, handed: max(g.handed, g.skip)}
+	r.g = nil
+	return r.restream(g.file, g.at)
+}
+
+func (r *Reader) onXAPrepare(h *replication.EventHeader, data []byte) error {
+	p, err := parseXAPrepare(data)
+	if err != nil {
+		return backoff.Permanent(fmt.Errorf("binlog %s at %d: %w", r.file, h.LogPos, err))
+	}
+	if r.g == nil {
+		r.open(h)
+	}
+	g := r.g
+	if p.onePhase {
+		return r.commit(h) // XA COMMIT … ONE PHASE (MySQL writes it so)
+	}
+	if c := g.collect; c != nil {
+		if p.xid != c.xid {
+			return backoff.Permanent(fmt.Errorf("XA COMMIT %s: the events at %s:%d, where the relay recorded its XA PREPARE, prepare %s instead: the binlog does not match the relay's position", xidText(c.xid), c.prepared.File, c.prepared.Offset, xidText(p.xid)))
+		}
+		if g.scanning {
+			return r.startReplay(g)
+		}
+		// Done: the rows belong to the XA COMMIT, which ends here.
+		r.xa, _, _ = withoutXA(r.xa, c.xid)
+		end := Position{File: c.back.File, Offset: c.back.Offset, XA: r.xa}
+		if c.commit.gtid != nil && r.gtids != nil {
+			if err := r.gtids.add(*c.commit.gtid); err != nil {
+				return err
+			}
+		}
+		if r.gtids != nil {
+			end.snap = r.gtids.snapshot()
+		}
+		r.collect = nil
+		r.finish(g, end)
+		return r.restream(end.File, end.Offset)
+	}
+	if !g.scanning && r.seekTo == 0 && r.xaRowsN+len(g.buf) <= xaCacheRows {
+		rows := make([]source.Row, len(g.buf))
+		for i, o := range g.buf {
+			rows[i] = o.row
+		}
+		if r.xaRows == nil {
+			r.xaRows = map[string][]source.Row{}
+		}
+		r.xaRowsN -= len(r.xaRows[p.xid])
+		r.xaRows[p.xid] = rows
+		r.xaRowsN += len(rows)
+	}
+	g.buf, g.scanning = nil, false
+	r.xa = withXA(r.xa, PreparedXA{XID: p.xid, File: g.file, Offset: g.at})
+	end, err := r.end(h, g)
+	if err != nil {
+		return err
+	}
+	r.finish(g, end)
+	return nil
+}
+
+// xaCommit ends a standalone XA COMMIT group: the prepared transaction's
+// rows are published now, from memory or read again from the binlog.
+func (r *Reader) xaCommit(h *replication.EventHeader, xid string) error {
+	g := r.g
+	if rows, ok := r.xaRows[xid]; ok {
+		delete(r.xaRows, xid)
+		r.xaRowsN -= len(rows)
+		r.xa, _, _ = withoutXA(r.xa, xid)
+		for i, row := range rows {
+			g.buf = append(g.buf, orow{row: row, ord: i})
+		}
+		end, err := r.end(h, g)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for _, vals := range e.Rows {
-			r.rows = append(r.rows, source.Row{Table: t, Values: vals})
-		}
-		if len(r.rows) >= pieceRows {
-			tx := &source.Tx{ID: r.txID, FirstIndex: r.index, Rows: r.rows}
-			r.index += len(r.rows)
-			r.rows = nil
-			return tx, nil
-		}
+		r.finish(g, end)
+		return nil
 	}
-	return nil, nil
+	_, x, ok := withoutXA(r.xa, xid)
+	if !ok {
+		r.log.Warn().Str("xid", xidText(xid)).Str("transaction", g.id).
+			Msg("XA COMMIT of a transaction prepared before the relay's start position: its rows were not read and are not published; publish them with `outboxrelay republish` if they hold outbox rows (docs/operations.md)")
+		end, err := r.end(h, g)
+		if err != nil {
+			return err
+		}
+		r.finish(g, end)
+		return nil
+	}
+	r.collect = &collectXA{commit: g, xid: xid, prepared: x, back: Position{File: r.file, Offset: h.LogPos}}
+	r.g = nil
+	return r.restream(x.File, x.Offset)
 }
 
-// begin opens a transaction at the event whose header is h.
-func (r *Reader) begin(h *replication.EventHeader) {
-	r.inTx, r.began = true, false
-	r.index = 0
-	r.rows = nil
-	r.mysqlGID, r.mariaGID = nil, nil
-	r.txID = Position{File: r.file, Offset: h.LogPos - h.EventSize}.String()
+// xaRollback ends a standalone XA ROLLBACK group: nothing is published.
+func (r *Reader) xaRollback(h *replication.EventHeader, xid string) error {
+	g := r.g
+	r.xa, _, _ = withoutXA(r.xa, xid)
+	if rows, ok := r.xaRows[xid]; ok {
+		delete(r.xaRows, xid)
+		r.xaRowsN -= len(rows)
+	}
+	end, err := r.end(h, g)
+	if err != nil {
+		return err
+	}
+	r.finish(g, end)
+	return nil
 }
 
-// end closes the transaction at the event whose header is h.
-func (r *Reader) end(h *replication.EventHeader) (*source.Tx, error) {
-	if r.gset != nil {
-		switch {
-		case r.mysqlGID != nil:
-			u, err := uuid.FromBytes(r.mysqlGID.SID)
-			if err != nil {
-				return nil, fmt.Errorf("GTID event at %s:%d: %w", r.file, h.LogPos, err)
-			}
-			r.gset.(*gomysql.MysqlGTIDSet).AddGTID(u, r.mysqlGID.GNO)
-		case r.mariaGID != nil:
-			if err := r.gset.(*gomysql.MariadbGTIDSet).AddSet(r.mariaGID); err != nil {
-				return nil, fmt.Errorf("GTID event at %s:%d: %w", r.file, h.LogPos, err)
-			}
+// restream reads the binlog again from file:offset.
+func (r *Reader) restream(file string, offset uint32) error {
+	if err := r.events.seek(file, offset); err != nil {
+		var me *gomysql.MyError
+		if errors.As(err, &me) && me.Code == gomysql.ER_MASTER_FATAL_ERROR_READING_BINLOG {
+			return backoff.Permanent(fmt.Errorf("read the binlog again at %s:%d (a prepared XA transaction, or a large transaction with savepoints, starts there): %s: keep binlogs until prepared XA transactions are resolved", file, offset, me.Message))
 		}
+		return fmt.Errorf("read the binlog again at %s:%d: %w", file, offset, err)
 	}
-	end := Position{File: r.file, Offset: h.LogPos}
-	if r.gset != nil {
-		end.GTID = r.gset.String()
-	}
-	tx := &source.Tx{
-		ID:         r.txID,
-		FirstIndex: r.index,
-		Rows:       r.rows,
-		End:        end,
-		CommitTime: time.Unix(int64(h.Timestamp), 0),
-	}
-	r.inTx, r.began = false, false
-	r.rows = nil
-	r.index = 0
-	return tx, nil
+	return nil
 }
 
 // table returns the *schema.Table for a table map, reusing the previous one
@@ -466,28 +802,8 @@ func (r *Reader) Ack(context.Context, source.Position) error { return nil }
 
 // Close stops the binlog stream.
 func (r *Reader) Close() error {
-	r.syncer.Close()
+	r.events.close()
 	return nil
-}
-
-// Source opens Readers with one configuration; it is what the relay
-// restarts after a failure.
-type Source struct {
-	cfg Config
-	log zerolog.Logger
-}
-
-// NewSource returns a Source; nothing connects until Open.
-func NewSource(cfg Config, log zerolog.Logger) *Source {
-	return &Source{cfg: cfg, log: log.With().Str("component", "source.mysql").Logger()}
-}
-
-// Kind implements relay.Source.
-func (s *Source) Kind() string { return Kind }
-
-// Open implements relay.Source.
-func (s *Source) Open(ctx context.Context, from string) (source.Reader, error) {
-	return Open(ctx, s.cfg, s.log, from)
 }
 
 // Tables returns the outbox tables' columns as information_schema showed
@@ -495,50 +811,3 @@ func (s *Source) Open(ctx context.Context, from string) (source.Reader, error) {
 // Tables the relay's user cannot see there are missing: the check then
 // happens at their first row.
 func (r *Reader) Tables() []*schema.Table { return r.startTables }
-
-// outboxTables reads the columns of the tables the filter includes. The
-// relay needs no privilege on them to stream; information_schema shows only
-// the tables the user has some privilege on (e.g. SELECT), so this is best
-// effort.
-func outboxTables(conn *client.Conn, filter *schema.Filter, log zerolog.Logger) []*schema.Table {
-	// Exact names (the usual case) are looked up by name: the whole
-	// catalog of a large server is slow to read, and this runs at every
-	// session start.
-	where := "TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"
-	if filter.ExactOnly() {
-		var in []string
-		for _, n := range filter.Exact() {
-			sch, tbl, _ := strings.Cut(n, ".")
-			in = append(in, fmt.Sprintf("(%s, %s)", sqlString(sch), sqlString(tbl)))
-		}
-		where = "(TABLE_SCHEMA, TABLE_NAME) IN (" + strings.Join(in, ", ") + ")"
-	}
-	res, err := conn.Execute(`SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS
-		WHERE ` + where + ` ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION`)
-	if err != nil {
-		log.Debug().Err(err).Msg("cannot read information_schema.COLUMNS; the mapping is checked at each table's first row")
-		return nil
-	}
-	defer res.Close()
-	var out []*schema.Table
-	var cur *schema.Table
-	for i := 0; i < res.RowNumber(); i++ {
-		sch, _ := res.GetString(i, 0)
-		tbl, _ := res.GetString(i, 1)
-		col, _ := res.GetString(i, 2)
-		if !filter.Match(sch, tbl) {
-			continue
-		}
-		if cur == nil || cur.Schema != sch || cur.Name != tbl {
-			cur = &schema.Table{Schema: strings.Clone(sch), Name: strings.Clone(tbl)}
-			out = append(out, cur)
-		}
-		cur.Columns = append(cur.Columns, strings.Clone(col))
-	}
-	return out
-}
-
-// sqlString quotes s as a MySQL string literal.
-func sqlString(s string) string {
-	return "'" + strings.NewReplacer(`\\`, `\\\\`, "'", "''").Replace(s) + "'"
-}

@@ -2,8 +2,11 @@ package mysql
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/cenkalti/backoff/v4"
@@ -117,10 +120,11 @@ func binaryLogs(conn *client.Conn) ([]binlogFile, error) {
 	return out, nil
 }
 
-// currentPosition returns the server's binlog position now, with its
-// executed GTID set when GTIDs are on. The file/offset is read before the
-// GTID set, so a transaction committed in between is in both, never in
-// neither.
+// currentPosition returns the server's binlog position now, with the GTID
+// set at exactly that point when GTIDs are on: MariaDB computes it for the
+// offset (BINLOG_GTID_POS); MySQL reports both in one status row. (Reading
+// gtid_executed separately would let a transaction committed in between be
+// in the set but after the offset: resuming by GTID would skip it.)
 func currentPosition(conn *client.Conn, si serverInfo) (Position, error) {
 	var p Position
 	q := "SHOW MASTER STATUS"
@@ -149,22 +153,69 @@ func currentPosition(conn *client.Conn, si serverInfo) (Position, error) {
 	file, _ := r.GetString(0, 0)
 	p.File = strings.Clone(file)
 	off, _ := r.GetUint(0, 1)
+	var executed string
+	if si.flavor == gomysql.MySQLFlavor && si.gtidEnabled {
+		g, _ := r.GetStringByName(0, "Executed_Gtid_Set")
+		executed = strings.ReplaceAll(strings.Clone(g), "\n", "")
+	}
 	r.Close()
 	p.Offset = uint32(off)
-	if si.gtidEnabled {
-		if p.GTID, err = executedGTID(conn, si.flavor); err != nil {
+	if !si.gtidEnabled {
+		return p, nil
+	}
+	if si.flavor == gomysql.MariaDBFlavor {
+		g, err := binlogGTIDPos(conn, p)
+		if err != nil {
 			return p, err
 		}
+		return p.WithGTID(g), nil
 	}
-	return p, nil
+	return p.WithGTID(executed), nil
 }
 
-func executedGTID(conn *client.Conn, flavor string) (string, error) {
-	if flavor == gomysql.MariaDBFlavor {
-		return queryString(conn, "SELECT @@GLOBAL.gtid_binlog_pos")
+// checkGTIDsKept verifies that the server still has every transaction after
+// p's GTID set, so that resuming by it skips nothing. When they are gone and
+// p's binlog file is gone too, the error names the file and what the
+// server still has.
+func checkGTIDsKept(conn *client.Conn, si serverInfo, p Position) error {
+	set, err := gomysql.ParseGTIDSet(si.flavor, p.GTID())
+	if err != nil {
+		return backoff.Permanent(fmt.Errorf("position %s: not a %s GTID set: %w", p, si.flavor, err))
 	}
-	s, err := queryString(conn, "SELECT @@GLOBAL.gtid_executed")
-	return strings.ReplaceAll(s, "\n", ""), err
+	kept := true
+	if si.flavor == gomysql.MariaDBFlavor {
+		// The oldest binlog starts at some GTID state: a position before
+		// it (in any domain) needs transactions that were purged.
+		logs, err := binaryLogs(conn)
+		if err != nil {
+			return err
+		}
+		if len(logs) == 0 {
+			return backoff.Permanent(errors.New("the server has no binary logs"))
+		}
+		oldest, err := binlogGTIDPos(conn, Position{File: logs[0].name, Offset: 4})
+		if err != nil {
+			return err
+		}
+		if o, err := gomysql.ParseMariadbGTIDSet(oldest); err == nil {
+			kept = set.Contain(o)
+		}
+	} else {
+		ok, err := queryString(conn, fmt.Sprintf("SELECT GTID_SUBSET(@@GLOBAL.gtid_purged, %s)", sqlString(p.GTID())))
+		if err != nil {
+			return err
+		}
+		kept = ok == "1"
+	}
+	if kept {
+		return nil
+	}
+	if p.File != "" {
+		if err := checkServable(conn, p); err != nil {
+			return err
+		}
+	}
+	return backoff.Permanent(fmt.Errorf("position %s: transactions after its GTID set have been purged from the server's binlogs: the relay cannot resume without losing them. Either restore them (replay from a backup, or `outboxrelay republish` from the outbox tables) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p))
 }
 
 // checkServable verifies that the server still has the binlog at p, so the
@@ -187,4 +238,48 @@ func checkServable(conn *client.Conn, p Position) error {
 		have = logs[0].name + " … " + logs[len(logs)-1].name
 	}
 	return backoff.Permanent(fmt.Errorf("position %s: binlog file %s is no longer on the server (it has %s): events after the checkpoint were purged before the relay read them. Either restore them (replay from a backup) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p, p.File, have))
+}
+
+// FreeServerID picks a replica server_id for a tool (replay, position
+// checks) that no replica connected to the server uses and that differs
+// from cfg's: two readers with one id disconnect each other. It draws from
+// the upper half of the id space, which replicas rarely use.
+func FreeServerID(ctx context.Context, cfg Config) (uint32, error) {
+	cfg.SetDefaults()
+	conn, err := connect(ctx, &cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	used := map[uint32]bool{cfg.ServerID: true}
+	if v, err := queryString(conn, "SELECT @@GLOBAL.server_id"); err == nil {
+		if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+			used[uint32(n)] = true
+		}
+	}
+	// Listing replicas needs a privilege the relay's user may lack; then
+	// the random draw alone keeps a collision unlikely (1 in 2^31).
+	for _, q := range []string{"SHOW REPLICAS", "SHOW SLAVE HOSTS"} {
+		r, err := conn.Execute(q)
+		if err != nil {
+			continue
+		}
+		for i := 0; i < r.RowNumber(); i++ {
+			if n, err := r.GetUint(i, 0); err == nil {
+				used[uint32(n)] = true
+			}
+		}
+		r.Close()
+		break
+	}
+	for {
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, err
+		}
+		id := binary.LittleEndian.Uint32(b[:]) | 1<<31
+		if id != 1<<32-1 && !used[id] {
+			return id, nil
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
@@ -110,7 +111,9 @@ func (s *Source) Status(ctx context.Context, pos string) (source.PositionStatus,
 // Check verifies that the relay could resume right after pos: the binlog
 // file is still there, the offset starts an event outside any transaction,
 // and the GTIDs are not purged. It returns the position to store, with the
-// GTID set filled in where the server can tell it (MariaDB).
+// GTID set filled in when the server has GTIDs (MariaDB computes it;
+// MySQL's is read from the file: its Previous_gtids event and the GTIDs up
+// to the offset).
 func (s *Source) Check(ctx context.Context, pos string) (string, error) {
 	p, err := ParsePosition(pos)
 	if err != nil {
@@ -127,13 +130,8 @@ func (s *Source) Check(ctx context.Context, pos string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if p.GTID != "" || p.File == "" {
-		if !si.gtidEnabled {
-			return "", fmt.Errorf("position %s has a GTID set, but the server has GTIDs off", pos)
-		}
-		if _, err := gomysql.ParseGTIDSet(si.flavor, p.GTID); err != nil {
-			return "", fmt.Errorf("position %s: not a %s GTID set: %w", pos, si.flavor, err)
-		}
+	if p.GTID() != "" && !si.gtidEnabled {
+		return "", fmt.Errorf("position %s has a GTID set, but the server has GTIDs off", pos)
 	}
 	if p.File != "" {
 		if err := checkServable(conn, p); err != nil {
@@ -142,25 +140,51 @@ func (s *Source) Check(ctx context.Context, pos string) (string, error) {
 		if err := checkBoundary(conn, p); err != nil {
 			return "", err
 		}
-		if p.GTID == "" && si.flavor == gomysql.MariaDBFlavor {
-			// Resuming by GTID survives a fail-over; MariaDB can tell the
-			// GTID position of any binlog offset.
-			g, err := queryString(conn, fmt.Sprintf("SELECT BINLOG_GTID_POS(%s, %d)", sqlString(p.File), p.Offset))
-			if err == nil && g != "" {
-				p.GTID = g
+		if p.GTID() == "" && si.gtidEnabled {
+			set, err := s.gtidAt(ctx, conn, si, p)
+			if err != nil {
+				return "", fmt.Errorf("position %s: the server has GTIDs but the GTID set at this offset cannot be derived (%v): give the position with its set, FILE:OFFSET@GTIDSET", pos, err)
 			}
+			p = p.WithGTID(set)
 		}
 	}
-	if p.GTID != "" && si.flavor == gomysql.MySQLFlavor {
-		ok, err := queryString(conn, fmt.Sprintf("SELECT GTID_SUBSET(@@GLOBAL.gtid_purged, %s)", sqlString(p.GTID)))
-		if err != nil {
+	if p.GTID() != "" {
+		if err := checkGTIDsKept(conn, si, p); err != nil {
 			return "", err
-		}
-		if ok != "1" {
-			return "", fmt.Errorf("position %s: GTIDs after it have been purged from the server's binlogs (gtid_purged is not a subset of the set): the relay cannot resume from it", pos)
 		}
 	}
 	return p.String(), nil
+}
+
+// gtidAt derives the executed GTID set at a binlog position.
+func (s *Source) gtidAt(ctx context.Context, conn *client.Conn, si serverInfo, p Position) (string, error) {
+	if si.flavor == gomysql.MariaDBFlavor {
+		return binlogGTIDPos(conn, p)
+	}
+	id, err := FreeServerID(ctx, s.cfg)
+	if err != nil {
+		return "", err
+	}
+	cfg := s.cfg
+	cfg.SetDefaults()
+	cfg.ServerID = id
+	cfg.Heartbeat = 500 * time.Millisecond
+	cfg.deriveGTIDByReading = true
+	r, err := Open(ctx, cfg, s.log, Position{File: p.File, Offset: p.Offset}.String())
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	for r.seekTo != 0 {
+		ev, err := r.events.next(ctx)
+		if err != nil {
+			return "", err
+		}
+		if err := r.step(ev); err != nil {
+			return "", err
+		}
+	}
+	return r.gtids.snapshot().String(), nil
 }
 
 // txStart lists the binlog events a transaction may start at (or that stand

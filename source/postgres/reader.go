@@ -329,6 +329,22 @@ func NewSource(cfg Config, log zerolog.Logger) *Source {
 // Kind implements relay.Source.
 func (s *Source) Kind() string { return Kind }
 
+// Resolve returns the position a relay without a checkpoint starts from:
+// the replication slot's confirmed_flush_lsn, creating the publication and
+// the slot first when source.postgres.create is auto (a new slot starts at
+// the WAL position of its creation).
+func (s *Source) Resolve(ctx context.Context) (string, error) {
+	r, err := Open(ctx, s.cfg, s.log, "")
+	if err != nil {
+		return "", err
+	}
+	start := r.start
+	if err := r.Close(); err != nil {
+		return "", err
+	}
+	return Position{LSN: start}.String(), nil
+}
+
 // Open implements relay.Source.
 func (s *Source) Open(ctx context.Context, from string) (source.Reader, error) {
 	r, err := Open(ctx, s.cfg, s.log, from)

@@ -1,0 +1,366 @@
+package mysql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-mysql-org/go-mysql/client"
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+	"github.com/rs/zerolog"
+
+	"github.com/outboxrelay/outboxrelay/schema"
+	"github.com/outboxrelay/outboxrelay/source"
+)
+
+// eventsAhead is how many binlog events the syncer may read and decode
+// ahead of Next.
+const eventsAhead = 512
+
+// Source opens Readers with one configuration; it is what the relay
+// restarts after a failure.
+type Source struct {
+	cfg Config
+	log zerolog.Logger
+}
+
+// NewSource returns a Source; nothing connects until Open.
+func NewSource(cfg Config, log zerolog.Logger) *Source {
+	return &Source{cfg: cfg, log: log.With().Str("component", "source.mysql").Logger()}
+}
+
+// Kind implements relay.Source.
+func (s *Source) Kind() string { return Kind }
+
+// Open implements relay.Source.
+func (s *Source) Open(ctx context.Context, from string) (source.Reader, error) {
+	return Open(ctx, s.cfg, s.log, from)
+}
+
+// Resolve turns source.mysql.start (current, earliest or a position) into
+// the position a relay without a checkpoint starts from, with its GTID set
+// where the server can tell it. The relay stores it before it sends
+// anything, so that every later session resumes from there rather than
+// resolving "current" again.
+func (s *Source) Resolve(ctx context.Context) (string, error) {
+	cfg := s.cfg
+	cfg.SetDefaults()
+	conn, err := connect(ctx, &cfg)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	si, err := inspect(conn, &cfg)
+	if err != nil {
+		return "", err
+	}
+	p, err := resolve(conn, si, &cfg)
+	if err != nil {
+		return "", err
+	}
+	warnPreparedXA(conn, s.log)
+	return p.String(), nil
+}
+
+func resolve(conn *client.Conn, si serverInfo, cfg *Config) (Position, error) {
+	switch cfg.Start {
+	case "current":
+		return currentPosition(conn, si)
+	case "earliest":
+		logs, err := binaryLogs(conn)
+		if err != nil {
+			return Position{}, err
+		}
+		if len(logs) == 0 {
+			return Position{}, backoff.Permanent(errors.New("the server has no binary logs"))
+		}
+		p := Position{File: logs[0].name, Offset: 4}
+		if si.flavor == gomysql.MariaDBFlavor {
+			g, err := binlogGTIDPos(conn, p)
+			if err != nil {
+				return Position{}, err
+			}
+			p = p.WithGTID(g)
+		}
+		// MySQL: the reader takes the set from the file's Previous_gtids.
+		return p, nil
+	}
+	p, err := ParsePosition(cfg.Start)
+	if err != nil {
+		return Position{}, backoff.Permanent(fmt.Errorf("source.mysql.start: %w", err))
+	}
+	return p, nil
+}
+
+// warnPreparedXA says, at a first start, which XA transactions are prepared
+// on the server: their XA PREPARE lies before the start position, so their
+// rows will not be published when they commit.
+func warnPreparedXA(conn *client.Conn, log zerolog.Logger) {
+	r, err := conn.Execute("XA RECOVER")
+	if err != nil {
+		log.Debug().Err(err).Msg("XA RECOVER (to warn of XA transactions prepared before the start position)")
+		return
+	}
+	defer r.Close()
+	if n := r.RowNumber(); n > 0 {
+		log.Warn().Int("prepared_xa", n).
+			Msg("XA transactions are prepared on the server before the relay's first start position: their rows are not published when they commit (docs/operations.md: XA transactions). Commit or roll them back before the first start, or start from an earlier position")
+	}
+}
+
+// Open connects, checks the server, and starts streaming right after from
+// (a checkpoint's position text), or where cfg.Start says when from is "".
+func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Reader, error) {
+	cfg.SetDefaults()
+	filter, err := schema.NewFilter(cfg.Tables)
+	if err != nil {
+		return nil, backoff.Permanent(fmt.Errorf("source.mysql.tables: %w", err))
+	}
+	conn, err := connect(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	si, err := inspect(conn, &cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	var start Position
+	if from == "" {
+		if start, err = resolve(conn, si, &cfg); err != nil {
+			return nil, err
+		}
+	} else if start, err = ParsePosition(from); err != nil {
+		return nil, backoff.Permanent(fmt.Errorf("stored checkpoint: %w", err))
+	}
+	if start.File == "" && !si.gtidEnabled {
+		return nil, backoff.Permanent(fmt.Errorf("position %s is a GTID set, but the server has GTIDs off: give a FILE:OFFSET position", start))
+	}
+	// With a GTID set the relay resumes by it: that survives a fail-over
+	// to another server, whose binlog files differ (and may share names).
+	byGTID := start.GTID() != "" && si.gtidEnabled
+	if byGTID {
+		if err := checkGTIDsKept(conn, si, start); err != nil {
+			return nil, err
+		}
+	} else if start.File != "" {
+		if err := checkServable(conn, start); err != nil {
+			return nil, err
+		}
+	}
+
+	r := &Reader{
+		cfg:       cfg,
+		log:       log,
+		filter:    filter,
+		si:        si,
+		decisions: make(map[uint64]decision),
+		tables:    make(map[*replication.TableMapEvent]*schema.Table),
+		known:     schema.NewCache(),
+		file:      start.File,
+		xa:        start.XA,
+		skip:      start.Rows,
+	}
+	if engines, err := outboxEngines(conn, filter); err == nil {
+		if err := nonTransactional(engines); err != nil {
+			return nil, backoff.Permanent(fmt.Errorf("source.mysql.tables: %w: make them InnoDB (ALTER TABLE … ENGINE=InnoDB)", err))
+		}
+	}
+	// Before streaming: the decode hook reads r.fallback.
+	r.startTables = outboxTables(conn, filter, log)
+	if si.rowMetadata != "FULL" {
+		r.fallback = schema.NewCache()
+		for _, t := range r.startTables {
+			r.fallback.Layout(t.Schema, t.Name, t.Columns)
+		}
+		log.Warn().Str("binlog_row_metadata", si.rowMetadata).Int("tables", r.fallback.Len()).
+			Msg("the binlog carries no column names: using information_schema (correct only while no DDL on an outbox table lies between the relay's position and now; set binlog_row_metadata=FULL)")
+	}
+
+	// GTIDs are tracked from every start: a position without its set gets
+	// it from the server (MariaDB) or from the file itself (MySQL: its
+	// Previous_gtids event and the GTIDs up to the offset).
+	seek := false
+	if si.gtidEnabled {
+		set := start.GTID()
+		if set == "" {
+			if si.flavor == gomysql.MariaDBFlavor && !cfg.deriveGTIDByReading {
+				if set, err = binlogGTIDPos(conn, start); err != nil {
+					return nil, err
+				}
+			} else {
+				seek = true
+			}
+		}
+		if !seek {
+			if r.gtids, err = newGTIDState(si.flavor, set); err != nil {
+				return nil, backoff.Permanent(fmt.Errorf("position %s: %w", start, err))
+			}
+		}
+	}
+
+	host, portStr, _ := net.SplitHostPort(cfg.Addr)
+	port, _ := strconv.ParseUint(portStr, 10, 16)
+	src := &syncerSource{cfg: replication.BinlogSyncerConfig{
+		ServerID:        cfg.ServerID,
+		Flavor:          si.flavor,
+		Host:            host,
+		Port:            uint16(port),
+		User:            cfg.User,
+		Password:        cfg.Password,
+		HeartbeatPeriod: cfg.Heartbeat,
+		ReadTimeout:     3 * cfg.Heartbeat,
+		// Reconnecting is the relay's job: it restarts from the durable
+		// checkpoint with backoff and logs once per outage.
+		DisableRetrySync:    true,
+		RowsEventDecodeFunc: r.decodeRows,
+		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Events decoded ahead of the relay. go-mysql's default (10240)
+		// lets a backlog fill hundreds of MiB with decoded rows events
+		// (up to 8 KiB each, plus their rows) while Kafka applies
+		// backpressure; a few hundred already keep the pipeline busy.
+		EventCacheCount: eventsAhead,
+	}}
+	r.events = src
+	switch {
+	case seek:
+		r.seekFile, r.seekTo = start.File, max(start.Offset, 4)
+		r.seeking.Store(true)
+		err = src.startFile(start.File, 4)
+	case byGTID:
+		// The first group the server sends is the first one not in the
+		// set: for a position inside a transaction, that transaction.
+		var set gomysql.GTIDSet
+		if set, err = gomysql.ParseGTIDSet(si.flavor, start.GTID()); err != nil {
+			return nil, backoff.Permanent(fmt.Errorf("position %s: bad %s GTID set: %w", start, si.flavor, err))
+		}
+		err = src.startGTID(set)
+	default:
+		err = src.startFile(start.File, start.Offset)
+	}
+	if err != nil {
+		src.close()
+		return nil, err
+	}
+	log.Info().Str("position", start.String()).Str("server", si.version).Bool("gtid", si.gtidEnabled).Msg("streaming binlog")
+	return r, nil
+}
+
+// binlogGTIDPos asks MariaDB for the GTID set at a binlog position.
+func binlogGTIDPos(conn *client.Conn, p Position) (string, error) {
+	q := fmt.Sprintf("SELECT BINLOG_GTID_POS(%s, %d)", sqlString(p.File), p.Offset)
+	r, err := conn.Execute(q)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", q, err)
+	}
+	defer r.Close()
+	if r.RowNumber() == 0 {
+		return "", fmt.Errorf("%s: no result", q)
+	}
+	if null, _ := r.IsNull(0, 0); null {
+		return "", backoff.Permanent(fmt.Errorf("position %s: the server cannot tell its GTID set (BINLOG_GTID_POS is NULL: the offset is not at an event boundary of that file); pick a position from SHOW BINLOG EVENTS", p))
+	}
+	v, err := r.GetString(0, 0)
+	return strings.Clone(v), err
+}
+
+// outboxTables reads the columns of the tables the filter includes. The
+// relay needs no privilege on them to stream; information_schema shows only
+// the tables the user has some privilege on (e.g. SELECT), so this is best
+// effort.
+func outboxTables(conn *client.Conn, filter *schema.Filter, log zerolog.Logger) []*schema.Table {
+	res, err := conn.Execute(`SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS
+		WHERE ` + tableWhere(filter) + ` ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION`)
+	if err != nil {
+		log.Debug().Err(err).Msg("cannot read information_schema.COLUMNS; the mapping is checked at each table's first row")
+		return nil
+	}
+	defer res.Close()
+	var out []*schema.Table
+	var cur *schema.Table
+	for i := 0; i < res.RowNumber(); i++ {
+		sch, _ := res.GetString(i, 0)
+		tbl, _ := res.GetString(i, 1)
+		col, _ := res.GetString(i, 2)
+		if !filter.Match(sch, tbl) {
+			continue
+		}
+		if cur == nil || cur.Schema != sch || cur.Name != tbl {
+			cur = &schema.Table{Schema: strings.Clone(sch), Name: strings.Clone(tbl)}
+			out = append(out, cur)
+		}
+		cur.Columns = append(cur.Columns, strings.Clone(col))
+	}
+	return out
+}
+
+// tableWhere restricts an information_schema query to the tables filter
+// may include. Exact names (the usual case) are looked up by name: the
+// whole catalog of a large server is slow to read, and this runs at every
+// session start.
+func tableWhere(filter *schema.Filter) string {
+	if !filter.ExactOnly() {
+		return "TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"
+	}
+	var in []string
+	for _, n := range filter.Exact() {
+		sch, tbl, _ := strings.Cut(n, ".")
+		in = append(in, fmt.Sprintf("(%s, %s)", sqlString(sch), sqlString(tbl)))
+	}
+	return "(TABLE_SCHEMA, TABLE_NAME) IN (" + strings.Join(in, ", ") + ")"
+}
+
+// transactionalEngines are the storage engines whose rows commit and roll
+// back with their transaction.
+var transactionalEngines = map[string]bool{"INNODB": true, "ROCKSDB": true, "TOKUDB": true}
+
+// outboxEngines reads the storage engine of each outbox table visible in
+// information_schema.
+func outboxEngines(conn *client.Conn, filter *schema.Filter) (map[string]string, error) {
+	res, err := conn.Execute(`SELECT TABLE_SCHEMA, TABLE_NAME, COALESCE(ENGINE, '') FROM information_schema.TABLES
+		WHERE TABLE_TYPE = 'BASE TABLE' AND ` + tableWhere(filter))
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	out := map[string]string{}
+	for i := 0; i < res.RowNumber(); i++ {
+		sch, _ := res.GetString(i, 0)
+		tbl, _ := res.GetString(i, 1)
+		eng, _ := res.GetString(i, 2)
+		if filter.Match(sch, tbl) {
+			out[sch+"."+tbl] = strings.Clone(eng)
+		}
+	}
+	return out, nil
+}
+
+// nonTransactional names the outbox tables whose engine is not
+// transactional.
+func nonTransactional(engines map[string]string) error {
+	var bad []string
+	for name, eng := range engines {
+		if !transactionalEngines[strings.ToUpper(eng)] {
+			bad = append(bad, fmt.Sprintf("%s (%s)", name, eng))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	slices.Sort(bad)
+	return fmt.Errorf("outbox table(s) %s are not transactional: their rows are written when inserted, not when the transaction commits, and never roll back", strings.Join(bad, ", "))
+}
+
+// sqlString quotes s as a MySQL string literal.
+func sqlString(s string) string {
+	return "'" + strings.NewReplacer(`\\`, `\\\\`, "'", "''").Replace(s) + "'"
+}
