@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -127,6 +128,24 @@ func (m *MySQL) Position(t testing.TB) string {
 	f, _ := r.GetString(0, 0)
 	p, _ := r.GetUint(0, 1)
 	return fmt.Sprintf("%s:%d", f, p) // formats a copy before r is recycled
+}
+
+// QueryString returns the first column of the first row of q ("" for none
+// or NULL).
+func (m *MySQL) QueryString(t testing.TB, q string) string {
+	t.Helper()
+	c := m.connect(t, m.DB)
+	defer c.Close()
+	r, err := c.Execute(q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer r.Close()
+	if r.RowNumber() == 0 {
+		return ""
+	}
+	s, _ := r.GetString(0, 0)
+	return strings.Clone(s)
 }
 
 // Exec is a helper for *client.Conn statements with arguments.
