@@ -9,55 +9,82 @@ import (
 // every transaction up to it has been acknowledged. Transactions are opened
 // in log order; records are acknowledged in any order.
 //
+// Its memory is bounded by the records in flight, not by how long one of
+// them waits: finished transactions (ended, every record acknowledged)
+// held back behind an unfinished one merge with their finished neighbours,
+// so a stuck record on a busy log costs one entry, not one per transaction.
+//
 // Position is opaque to the tracker (any value the source gives).
 type Tracker[P any] struct {
-	mu      sync.Mutex
-	queue   []*Txn[P] // open or unfinished transactions, oldest first
-	head    int       // queue[head:] is live; compacted lazily
-	mark    P
-	hasMark bool
-	failed  error
-	pending int // records sent and not yet acknowledged
-	changed chan struct{}
-	onPass  func(end P)
+	mu          sync.Mutex
+	head, tail  *Txn[P] // open or unfinished transactions, oldest first
+	entries     int
+	mark        P
+	hasMark     bool
+	failed      error
+	pending     int // records sent and not yet acknowledged
+	changed     chan struct{}
+	onPass      func(end P)
+	merge       func(older, newer P) P
+	unmergeable bool // merge not set: keep every entry
 }
 
 // Txn is one transaction in the tracker.
 type Txn[P any] struct {
-	t       *Tracker[P]
-	pending int
-	ended   bool
-	end     P
+	t          *Tracker[P]
+	prev, next *Txn[P]
+	pending    int
+	ended      bool
+	end        P
+	gone       bool // passed or merged into a neighbour
 }
 
 // NewTracker starts with no watermark.
 func NewTracker[P any]() *Tracker[P] {
-	return &Tracker[P]{changed: make(chan struct{}, 1)}
+	return &Tracker[P]{changed: make(chan struct{}, 1), unmergeable: true}
+}
+
+// Merge lets finished transactions waiting behind an unfinished one merge:
+// fn returns the value that stands for older and newer together (its end
+// must be newer's). Without it the tracker keeps an entry per transaction.
+// Set it before the first Begin.
+func (t *Tracker[P]) Merge(fn func(older, newer P) P) {
+	t.merge, t.unmergeable = fn, fn == nil
 }
 
 // OnPass makes the tracker call fn with the end of each transaction the
 // watermark passes, in log order: once it and everything before it are
-// acknowledged. fn runs with the tracker locked, on the goroutine of the
-// acknowledgement that completed it: it must be quick and must not call the
-// tracker. Set it before the first Begin. It is how the relay observes
-// commit-to-acknowledgement latency.
+// acknowledged (merged transactions pass as one). fn runs with the tracker
+// locked, on the goroutine of the acknowledgement that completed it: it
+// must be quick and must not call the tracker. Set it before the first
+// Begin. It is how the relay observes commit-to-acknowledgement latency.
 func (t *Tracker[P]) OnPass(fn func(end P)) { t.onPass = fn }
 
 // Begin opens the next transaction in log order.
 func (t *Tracker[P]) Begin() *Txn[P] {
 	x := &Txn[P]{t: t}
 	t.mu.Lock()
-	t.queue = append(t.queue, x)
+	if t.tail == nil {
+		t.head, t.tail = x, x
+	} else {
+		x.prev, t.tail.next, t.tail = t.tail, x, x
+	}
+	t.entries++
 	t.mu.Unlock()
 	return x
 }
 
-// Add counts n more records of x as in flight. Call it before sending them.
+// Add counts n more records of x as in flight (n < 0 takes back records
+// never sent). Call it before sending them.
 func (x *Txn[P]) Add(n int) {
-	x.t.mu.Lock()
+	t := x.t
+	t.mu.Lock()
 	x.pending += n
-	x.t.pending += n
-	x.t.mu.Unlock()
+	t.pending += n
+	if n < 0 {
+		t.settle(x)
+	}
+	t.mu.Unlock()
 }
 
 // Done acknowledges one record of x. A non-nil err freezes the watermark
@@ -70,7 +97,7 @@ func (x *Txn[P]) Done(err error) {
 	if err != nil && t.failed == nil {
 		t.failed = err
 	}
-	t.advance()
+	t.settle(x)
 	t.mu.Unlock()
 }
 
@@ -79,34 +106,61 @@ func (x *Txn[P]) End(end P) {
 	t := x.t
 	t.mu.Lock()
 	x.ended, x.end = true, end
-	t.advance()
+	t.settle(x)
 	t.mu.Unlock()
+}
+
+func (x *Txn[P]) finished() bool { return x.ended && x.pending == 0 }
+
+// settle advances the watermark, or merges x with finished neighbours.
+// Caller holds mu.
+func (t *Tracker[P]) settle(x *Txn[P]) {
+	if t.failed != nil {
+		return
+	}
+	if t.head != nil && t.head.finished() {
+		t.advance()
+		return
+	}
+	if t.unmergeable || x.gone || !x.finished() {
+		return
+	}
+	if p := x.prev; p != nil && p.finished() {
+		x.end = t.merge(p.end, x.end)
+		t.unlink(p)
+	}
+	if n := x.next; n != nil && n.finished() {
+		n.end = t.merge(x.end, n.end)
+		t.unlink(x)
+	}
+}
+
+func (t *Tracker[P]) unlink(x *Txn[P]) {
+	if x.prev != nil {
+		x.prev.next = x.next
+	} else {
+		t.head = x.next
+	}
+	if x.next != nil {
+		x.next.prev = x.prev
+	} else {
+		t.tail = x.prev
+	}
+	x.prev, x.next, x.gone = nil, nil, true
+	t.entries--
 }
 
 // advance pops finished transactions off the front. Caller holds mu.
 func (t *Tracker[P]) advance() {
-	if t.failed != nil {
-		return
-	}
 	moved := false
-	for t.head < len(t.queue) {
-		x := t.queue[t.head]
-		if !x.ended || x.pending > 0 {
-			break
-		}
+	for t.head != nil && t.head.finished() {
+		x := t.head
 		t.mark, t.hasMark = x.end, true
 		if t.onPass != nil {
 			t.onPass(x.end)
 		}
-		t.queue[t.head] = nil
-		t.head++
+		t.unlink(x)
 		moved = true
-	}
-	if t.head > 1024 && t.head*2 > len(t.queue) {
-		n := copy(t.queue, t.queue[t.head:])
-		clear(t.queue[n:])
-		t.queue = t.queue[:n]
-		t.head = 0
 	}
 	if moved {
 		select {
@@ -142,7 +196,15 @@ func (t *Tracker[P]) InFlight() int {
 func (t *Tracker[P]) Idle() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.head == len(t.queue)
+	return t.head == nil
+}
+
+// Entries returns how many transactions the tracker holds (for tests and
+// metrics: it stays bounded by the records in flight).
+func (t *Tracker[P]) Entries() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.entries
 }
 
 // Changed is signalled (without blocking) whenever the watermark moves.

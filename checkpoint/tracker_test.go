@@ -80,8 +80,17 @@ func TestTrackerFailureFreezes(t *testing.T) {
 // records, and all earlier ones, were acknowledged.
 func TestTrackerConcurrentAcks(t *testing.T) {
 	t.Parallel()
+	for _, merging := range []bool{false, true} {
+		concurrentAcks(t, merging)
+	}
+}
+
+func concurrentAcks(t *testing.T, merging bool) {
 	const txns, per = 300, 7
 	tr := NewTracker[int]()
+	if merging {
+		tr.Merge(func(_, newer int) int { return newer })
+	}
 	acked := make([]int, txns) // guarded by mu
 	var mu sync.Mutex
 	type rec struct {
@@ -123,5 +132,71 @@ func TestTrackerConcurrentAcks(t *testing.T) {
 	wg.Wait()
 	if m, _ := tr.Watermark(); m != txns-1 {
 		t.Fatalf("final watermark %d, want %d", m, txns-1)
+	}
+}
+
+// TestTrackerBoundedBehindStuckRecord: one record stays unacknowledged
+// while a busy log goes on (rows-less transactions, and transactions whose
+// records are acknowledged at once): the tracker holds a handful of
+// entries, not one per transaction, and when the stuck record is finally
+// acknowledged the watermark jumps to the newest end.
+func TestTrackerBoundedBehindStuckRecord(t *testing.T) {
+	t.Parallel()
+	tr := NewTracker[int]()
+	var passed []int
+	tr.Merge(func(_, newer int) int { return newer })
+	tr.OnPass(func(end int) { passed = append(passed, end) })
+	stuck := tr.Begin()
+	stuck.Add(1)
+	stuck.End(0)
+	for i := 1; i <= 100000; i++ {
+		x := tr.Begin()
+		if i%3 == 0 {
+			x.Add(2)
+			x.End(i)
+			x.Done(nil)
+			x.Done(nil)
+		} else {
+			x.End(i)
+		}
+		if n := tr.Entries(); n > 3 {
+			t.Fatalf("after %d transactions behind a stuck record the tracker holds %d entries", i, n)
+		}
+	}
+	if _, ok := tr.Watermark(); ok {
+		t.Fatal("watermark moved past the stuck record")
+	}
+	stuck.Done(nil)
+	if m, _ := tr.Watermark(); m != 100000 || tr.Entries() != 0 {
+		t.Fatalf("after the stuck record: watermark %d, %d entries", m, tr.Entries())
+	}
+	if len(passed) != 2 || passed[1] != 100000 {
+		t.Fatalf("passed %v, want [0 100000]", passed)
+	}
+}
+
+// TestTrackerMergeKeepsUnfinishedApart: a finished transaction between two
+// unfinished ones is kept; once its neighbours finish they merge.
+func TestTrackerMergeKeepsUnfinishedApart(t *testing.T) {
+	t.Parallel()
+	tr := NewTracker[int]()
+	tr.Merge(func(_, newer int) int { return newer })
+	a, b, c, d := tr.Begin(), tr.Begin(), tr.Begin(), tr.Begin()
+	a.Add(1)
+	c.Add(1)
+	a.End(1)
+	b.End(2)
+	c.End(3)
+	d.End(4)
+	if n := tr.Entries(); n != 4 {
+		t.Fatalf("%d entries, want 4 (a, b, c unfinished, d)", n)
+	}
+	c.Done(nil) // c and d merge; b stays behind unfinished a
+	if n := tr.Entries(); n != 2 {
+		t.Fatalf("%d entries after c finished, want 2", n)
+	}
+	a.Done(nil)
+	if m, _ := tr.Watermark(); m != 4 {
+		t.Fatalf("watermark %d, want 4", m)
 	}
 }

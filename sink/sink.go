@@ -8,11 +8,16 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // ErrTooLarge matches (errors.Is) a record refused for its size, before
 // sending or by the broker.
 var ErrTooLarge = errors.New("record too large")
+
+// ErrAborted is the acknowledgement error of records still in flight when
+// a sink was aborted.
+var ErrAborted = errors.New("the sink was aborted")
 
 // Header is one record header. Order is kept.
 type Header struct {
@@ -39,6 +44,17 @@ func (r *Record) Size() int {
 	return n
 }
 
+// RecordError is a record the broker refused, with what identifies it (its
+// topic and headers) and why.
+type RecordError struct {
+	Topic   string
+	Headers []Header
+	Err     error
+}
+
+func (e *RecordError) Error() string { return fmt.Sprintf("produce to %s: %v", e.Topic, e.Err) }
+func (e *RecordError) Unwrap() error { return e.Err }
+
 // AckFunc is called exactly once per sent record: err is nil once the broker
 // acknowledged it, else the reason it never will be.
 type AckFunc func(err error)
@@ -51,6 +67,13 @@ type Sink interface {
 	// will not be called.
 	Send(ctx context.Context, r Record, ack AckFunc) error
 	// Close waits until every queued record has been acknowledged (or failed)
-	// and releases the producer.
+	// and releases the producer. When it returns, the sink writes nothing
+	// any more.
 	Close() error
+	// Abort stops producing at once: nothing still queued reaches the
+	// broker, and every record not yet acknowledged fails (with
+	// ErrAborted, or the error that stopped it). Close returns promptly
+	// after it. After its first failed acknowledgement a sink behaves as
+	// aborted on its own: nothing sent later reaches the broker either.
+	Abort()
 }

@@ -155,9 +155,7 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("checkpoint.type: %q is not one of file", c.Checkpoint.Type))
 	}
-	if c.Relay.CheckpointInterval < 0 || c.Relay.ShutdownTimeout < 0 {
-		errs = append(errs, errors.New("relay: durations must not be negative"))
-	}
+	prefix("relay", c.Relay.Validate())
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

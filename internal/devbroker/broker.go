@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -152,4 +153,44 @@ func (b *Broker) DelayProduce(node int32, max time.Duration) {
 		}
 		return nil, nil, false // then handle the request as usual
 	})
+}
+
+// RefuseProduce makes the broker answer one produce request that writes to
+// topic — the one after the first skip such requests — with the Kafka
+// error code for every partition in it (as a broker refusing those
+// batches); the others are handled as usual. refused reports whether that
+// request came.
+func (b *Broker) RefuseProduce(topic string, code int16, skip int) (refused func() bool) {
+	var done atomic.Bool
+	seen := 0
+	b.cluster.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		req := r.(*kmsg.ProduceRequest)
+		hit := false
+		for _, t := range req.Topics {
+			hit = hit || t.Topic == topic
+		}
+		if hit && !done.Load() {
+			seen++
+		}
+		if !hit || done.Load() || seen <= skip {
+			b.cluster.KeepControl()
+			return nil, nil, false
+		}
+		done.Store(true)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition = p.Partition
+				rp.ErrorCode = code
+				rp.BaseOffset = -1
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+	return done.Load
 }

@@ -35,5 +35,6 @@ func TestIntegrationCrashMySQL(t *testing.T) {
 		serverPosition: db.Position,
 		compare:        mysqlCompare,
 		nonTx:          true,
+		scope:          db.DB,
 	})
 }

@@ -31,11 +31,12 @@ func TestIntegrationCrashPostgres(t *testing.T) {
 			cpPath = cp
 			return postgresRelayConfig(db, broker, cp)
 		},
-		dialect: func(t testing.TB) dialect { return postgresGrammarDialect(db.Conn(t)) },
+		dialect: func(t testing.TB) dialect { return postgresGrammarDialect(t, db) },
 		serverPosition: func(t testing.TB) string {
 			return db.QueryString(t, "SELECT pg_current_wal_lsn()::text")
 		},
 		compare: postgresCompare,
+		scope:   db.DB,
 		prepare: func(t testing.TB) {
 			db.Exec(t,
 				"CREATE PUBLICATION "+db.Publication+" FOR TABLE public.outbox WITH (publish = 'insert')",

@@ -47,6 +47,9 @@ type crashTarget struct {
 	// nonTx: the database has a non-transactional table for the grammar
 	// workload's mixed-engine transactions (MariaDB).
 	nonTx bool
+	// scope starts the grammar workload's XA transaction ids (the test's
+	// database: they are global on the server).
+	scope string
 }
 
 // crashCycles is 50 by default; RELAYTEST_CRASH_CYCLES=200 for a long run.
@@ -226,7 +229,7 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 	// Mixed sizes, rollbacks, and the log's grammar: savepoints, XA /
 	// two-phase transactions (some committed later from another session),
 	// several tables, mixed engines.
-	small := interleave(makePlan(11, "c", 400, 8000, 40, 10), makeGrammarPlan(12, "cg", 160, tg.nonTx))
+	small := interleave(makePlan(11, "c", 400, 8000, 40, 10), makeGrammarPlan(12, "cg", tg.scope, 160, tg.nonTx))
 	big := bigTxn("c", 50000, 16)
 	want := append(append([]event{}, small.Want...), big.Events...)
 	bigIDs := map[string]bool{}

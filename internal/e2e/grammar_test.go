@@ -25,7 +25,7 @@ func TestIntegrationMariaDBGrammar(t *testing.T) {
 	relay := startRelay(t, mysqlRelayConfig(db, broker.Addr(), cpPath, "current"))
 	relay.waitLog(t, "streaming binlog")
 
-	p := makeGrammarPlan(21, "gm", 130, true)
+	p := makeGrammarPlan(21, "gm", db.DB, 130, true)
 	p.write(t, mysqlGrammarDialect(t, db), 0, len(p.Txns))
 	collect(t, broker, len(p.Want), 2*time.Minute)
 	relay.stop(t)
@@ -43,8 +43,8 @@ func TestIntegrationPostgresGrammar(t *testing.T) {
 	relay := startRelay(t, postgresRelayConfig(db, broker.Addr(), cpPath))
 	relay.waitLog(t, "streaming replication slot")
 
-	p := makeGrammarPlan(22, "gp", 130, false)
-	p.write(t, postgresGrammarDialect(db.Conn(t)), 0, len(p.Txns))
+	p := makeGrammarPlan(22, "gp", db.DB, 130, false)
+	p.write(t, postgresGrammarDialect(t, db), 0, len(p.Txns))
 	collect(t, broker, len(p.Want), 2*time.Minute)
 	relay.stop(t)
 	verifyExactlyOnce(t, collectAll(t, broker), p.Want)
@@ -65,10 +65,10 @@ func TestIntegrationMariaDBXAAcrossRestart(t *testing.T) {
 	first.waitLog(t, "streaming binlog")
 
 	d := mysqlGrammarDialect(t, db)
-	keep := txn{End: endXAPrepare, GID: "restart-keep", Steps: []step{{kind: stInsert, events: []event{
+	keep := txn{End: endXAPrepare, GID: db.DB + "-keep", Steps: []step{{kind: stInsert, events: []event{
 		{ID: "xa-k1", AggType: "order", AggID: "xa", Type: "T", Seq: 1, Payload: `{"k":1}`},
 		{ID: "xa-k2", AggType: "order", AggID: "xa", Type: "T", Seq: 2, Payload: `{"k":2}`}}}}}
-	drop := txn{End: endXAPrepare, GID: "restart-drop", Steps: []step{{kind: stInsert, events: []event{
+	drop := txn{End: endXAPrepare, GID: db.DB + "-drop", Steps: []step{{kind: stInsert, events: []event{
 		{ID: "xa-d1", AggType: "order", AggID: "xd", Type: "T", Payload: `{"d":1}`}}}}}
 	after := event{ID: "after-1", AggType: "order", AggID: "plain", Type: "T", Seq: 1, Payload: `{"a":1}`}
 	plain := event{ID: "plain-1", AggType: "order", AggID: "plain0", Type: "T", Seq: 1, Payload: `{"p":1}`}
@@ -82,7 +82,7 @@ func TestIntegrationMariaDBXAAcrossRestart(t *testing.T) {
 
 	second := startRelay(t, yaml)
 	second.waitLog(t, "streaming binlog")
-	(plan{Txns: []txn{{End: endCommitPrepared, GID: "restart-keep"}, {End: endRollbackPrepared, GID: "restart-drop"}, {Events: []event{after}}}}).write(t, d, 0, 3)
+	(plan{Txns: []txn{{End: endCommitPrepared, GID: db.DB + "-keep"}, {End: endRollbackPrepared, GID: db.DB + "-drop"}, {Events: []event{after}}}}).write(t, d, 0, 3)
 	collect(t, broker, 4, time.Minute)
 	second.stop(t)
 	verifyExactlyOnce(t, collectAll(t, broker), []event{plain, keep.Steps[0].events[0], keep.Steps[0].events[1], after})

@@ -67,7 +67,9 @@ const nonTxNoiseTable = "noise_nontx"
 
 // makeGrammarPlan makes n transactions of the shapes above over their own
 // aggregates (prefix-agg-N). A few hold a savepoint before a large part.
-func makeGrammarPlan(seed int64, prefix string, n int, nonTx bool) plan {
+// XA transaction ids start with scope (the test's database): they are
+// global on the server, which tests share.
+func makeGrammarPlan(seed int64, prefix, scope string, n int, nonTx bool) plan {
 	rng := rand.New(rand.NewSource(seed))
 	seq := map[string]int{}
 	next := 0
@@ -130,7 +132,7 @@ func makeGrammarPlan(seed int64, prefix string, n int, nonTx bool) plan {
 	}
 	for i := 0; i < n; i++ {
 		var tx txn
-		gid := fmt.Sprintf("%s-xa-%d", prefix, i)
+		gid := fmt.Sprintf("%s-%s-xa-%d", scope, prefix, i)
 		switch i % 12 {
 		case 0: // released savepoint before a large part (the shape)
 			size := 300

@@ -40,7 +40,6 @@ type Metrics struct {
 	produced       *prometheus.CounterVec
 	produceErrors  *prometheus.CounterVec
 	badRows        *prometheus.CounterVec
-	checkpointInfo *prometheus.GaugeVec
 	checkpointPos  prometheus.Gauge
 	checkpointTime prometheus.Gauge
 	commitToAck    prometheus.Histogram
@@ -76,7 +75,6 @@ func New(cfg Config, info Info, log zerolog.Logger) *Metrics {
 	m.produced = f.counterVec("outboxrelay_records_produced_total", "Records Kafka acknowledged, by topic.", "topic")
 	m.produceErrors = f.counterVec("outboxrelay_produce_errors_total", "Records Kafka refused or that failed after the producer's retries, by topic; the relay then restarts from its checkpoint.", "topic")
 	m.badRows = f.counterVec("outboxrelay_bad_rows_total", "Outbox rows that could not be turned into a record, by reason and by the outbox.on_bad_row policy applied (fail, skip, dead-letter).", "reason", "policy")
-	m.checkpointInfo = f.gaugeVec("outboxrelay_checkpoint_info", "The durable checkpoint's position as text (value 1); one series per position.", "source", "position")
 	m.checkpointPos = f.gauge("outboxrelay_checkpoint_position", "The durable checkpoint as a number that grows with the log (PostgreSQL: the LSN in bytes; MySQL/MariaDB: binlog file number × 2^32 + offset).")
 	m.checkpointTime = f.gauge("outboxrelay_checkpoint_timestamp_seconds", "Unix time when the durable checkpoint was last written.")
 	m.commitToAck = f.histogram("outboxrelay_commit_to_ack_seconds", "End-to-end lag per transaction with outbox records: from its commit in the database to Kafka's acknowledgement of its last record (MySQL/MariaDB commit times are whole seconds).",

@@ -76,6 +76,7 @@ func (s *fakeSink) Send(_ context.Context, _ sink.Record, ack sink.AckFunc) erro
 	return nil
 }
 func (s *fakeSink) Close() error { return nil }
+func (s *fakeSink) Abort()       {}
 
 func (s *fakeSink) ackAll(err error) {
 	s.mu.Lock()
@@ -198,7 +199,6 @@ func TestMetricsFollowThePipeline(t *testing.T) {
 		`outboxrelay_read_to_ack_seconds_count 1`,
 		`outboxrelay_records_produced_total{topic="outbox.event.customer"} 1`,
 		`outboxrelay_records_in_flight 0`,
-		`outboxrelay_checkpoint_info{position="0/20",source="postgres"} 1`,
 		`outboxrelay_checkpoint_position 4`,
 		`outboxrelay_source_streaming 1`,
 		`outboxrelay_ready 1`,
@@ -234,8 +234,14 @@ func TestMetricsFollowThePipeline(t *testing.T) {
 	if _, ok := r2.(interface{ Tables() []*schema.Table }); !ok {
 		t.Fatal("the decorator hides the reader's Tables method")
 	}
+	// A reconnect alone is no recovery: not ready until the checkpoint
+	// moves again.
+	if ok, why := m.Ready(time.Now()); ok || !strings.Contains(why, "recovering") {
+		t.Fatalf("ready=%v (%s) right after reconnecting, before the checkpoint moved", ok, why)
+	}
+	_ = store.Save(ctx, checkpoint.Checkpoint{Source: "postgres", Position: "0/30", UpdatedAt: time.Now()})
 	if ok, why := m.Ready(time.Now()); !ok {
-		t.Fatalf("not ready after reconnecting: %s", why)
+		t.Fatalf("not ready once the checkpoint moved after reconnecting: %s", why)
 	}
 	if got := value(t, m.reconnects); got != 1 {
 		t.Errorf("reconnects = %v, want 1", got)

@@ -26,6 +26,11 @@ type state struct {
 	inNextSince time.Time // zero unless a read is waiting
 	lastCommit  time.Time // commit time of the last transaction read
 	behind      float64   // seconds behind when streaming stopped
+	// unproven: a session failed, and since then the checkpoint has not
+	// moved: a reconnect alone is no recovery (the next session may fail
+	// at the same place).
+	unproven   bool
+	unprovenBy string
 }
 
 // opened records a new reader and returns its generation.
@@ -56,6 +61,7 @@ func (s *state) failed(gen uint64, err error, now time.Time) {
 		s.lastErr = "reading stopped (shutting down, or restarting the pipeline after a failure)"
 	case err != nil:
 		s.lastErr = err.Error()
+		s.unproven, s.unprovenBy = true, s.lastErr
 	}
 }
 
@@ -82,6 +88,7 @@ func (s *state) saved(now, updated time.Time) {
 	s.mu.Lock()
 	s.savedAt = now
 	s.cpUpdated = updated
+	s.unproven = false
 	s.mu.Unlock()
 }
 
@@ -144,6 +151,10 @@ func (m *Metrics) Ready(now time.Time) (bool, string) {
 			return false, "not streaming: not connected to the database log yet"
 		}
 		return false, "not streaming: " + s.lastErr
+	}
+	caughtUp := !s.inNextSince.IsZero() && now.Sub(s.inNextSince) >= idleAfter
+	if s.unproven && !(caughtUp && inFlight == 0) {
+		return false, "recovering: the checkpoint has not moved since the last failure (" + s.unprovenBy + ")"
 	}
 	if inFlight == 0 {
 		return true, "streaming; nothing in flight"

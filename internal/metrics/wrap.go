@@ -168,8 +168,6 @@ func (m *Metrics) setCheckpoint(cp checkpoint.Checkpoint) {
 	m.cpMu.Lock()
 	defer m.cpMu.Unlock()
 	if cp.Position != m.cpPosition {
-		m.checkpointInfo.Reset()
-		m.checkpointInfo.WithLabelValues(cp.Source, cp.Position).Set(1)
 		m.cpPosition = cp.Position
 		if m.info.Position != nil {
 			if v, ok := m.info.Position(cp.Position); ok {

@@ -2,7 +2,10 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"github.com/outboxrelay/outboxrelay/internal/retry"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,6 +93,8 @@ func (s *gatedSink) Send(ctx context.Context, r sink.Record, ack sink.AckFunc) e
 	return nil
 }
 
+func (s *gatedSink) Abort() {}
+
 func (s *gatedSink) Close() error {
 	s.acks.Wait()
 	return nil
@@ -176,5 +181,71 @@ func TestStopInsideTransactionFinishesIt(t *testing.T) {
 	cp, err := store.Load(context.Background())
 	if err != nil || cp.Position != "0/20" {
 		t.Fatalf("final checkpoint %+v, %v; want the end of tx1, 0/20", cp, err)
+	}
+}
+
+// failingSink accepts records and fails every acknowledgement, like a
+// broker refusing them; it counts the sessions that used it.
+type failingSink struct {
+	mu       sync.Mutex
+	sessions []time.Time
+}
+
+func (f *failingSink) factory(context.Context) (sink.Sink, error) {
+	f.mu.Lock()
+	f.sessions = append(f.sessions, time.Now())
+	f.mu.Unlock()
+	return f, nil
+}
+
+func (f *failingSink) Send(_ context.Context, _ sink.Record, ack sink.AckFunc) error {
+	go ack(errors.New("refused"))
+	return nil
+}
+func (f *failingSink) Abort()       {}
+func (f *failingSink) Close() error { return nil }
+
+// rereader hands out the same transaction at every Open, as a source does
+// when the checkpoint did not move.
+type rereader struct{ tx *source.Tx }
+
+func (s rereader) Kind() string                            { return "fake" }
+func (s rereader) Resolve(context.Context) (string, error) { return "0/10", nil }
+func (s rereader) Open(context.Context, string) (source.Reader, error) {
+	return &fakeReader{txs: []*source.Tx{s.tx}}, nil
+}
+
+// TestRepeatedFailureAtOnePositionStops: a session that connects and then
+// fails again at the same checkpoint is no recovery: the backoff keeps
+// growing between sessions, and after relay.max_failures_at_position of
+// them the relay stops with the error instead of looping.
+func TestRepeatedFailureAtOnePositionStops(t *testing.T) {
+	t.Parallel()
+	tbl := &schema.Table{Schema: "s", Name: "outbox", Columns: []string{"id", "aggregatetype", "aggregateid", "type", "payload"}}
+	tx := &source.Tx{ID: "tx1", Rows: []source.Row{{Table: tbl, Values: []any{"e1", "order", "k", "T", "{}"}}}, End: pos("0/20")}
+	mapper, err := outbox.New(outbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &failingSink{}
+	r := New(Config{CheckpointInterval: 5 * time.Millisecond, MaxFailuresAtPosition: 4, Retry: retry.Policy{Initial: 20 * time.Millisecond, Max: time.Second}},
+		rereader{tx}, fs.factory, &memStore{}, mapper, zerolog.New(zerolog.NewTestWriter(t)))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = r.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "4 times in a row at checkpoint 0/10") || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("Run: %v; want it to stop after 4 failures at 0/10, with the cause", err)
+	}
+	if len(fs.sessions) != 4 {
+		t.Fatalf("%d sessions, want 4", len(fs.sessions))
+	}
+	// No reset between the failures: the waits grow (500 ms base jitter
+	// aside, each at least the last one's lower bound).
+	var gaps []time.Duration
+	for i := 1; i < len(fs.sessions); i++ {
+		gaps = append(gaps, fs.sessions[i].Sub(fs.sessions[i-1]))
+	}
+	if !(gaps[2] > gaps[0]) {
+		t.Errorf("gaps between sessions %v: the backoff did not grow", gaps)
 	}
 }

@@ -12,8 +12,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Op runs until ctx ends or it fails. It calls healthy once it has made
-// progress, which resets the backoff and ends an outage.
+// Op runs until ctx ends or it fails. It calls healthy whenever it made
+// progress (for the relay: the checkpoint moved — connecting alone is no
+// progress), which resets the backoff and ends an outage.
 type Op func(ctx context.Context, healthy func()) error
 
 // Policy bounds the backoff. Zero fields take the defaults.
@@ -46,7 +47,7 @@ func Do(ctx context.Context, log zerolog.Logger, p Policy, op Op) error {
 	healthy := func() {
 		b.Reset()
 		if outage {
-			log.Info().Dur("outage", time.Since(since).Round(time.Millisecond)).Int("attempts", attempts).Msg("recovered; streaming again")
+			log.Info().Str("outage", time.Since(since).Round(time.Millisecond).String()).Int("attempts", attempts).Msg("recovered: the checkpoint moves again")
 			outage, attempts = false, 0
 		}
 	}

@@ -36,9 +36,14 @@ type Config struct {
 	// 5k events/s it is most of the commit→ack latency (p50 ≈ linger;
 	// docs/performance.md).
 	Linger time.Duration `yaml:"linger"`
-	// Retries of a failed produce before the relay restarts from its
-	// checkpoint. Default 10.
+	// Retries of a failed produce request, in order (backing off from
+	// 100ms to 2s), before the relay restarts from its checkpoint.
+	// Default 1000: DeliveryTimeout bounds how long that may take.
 	Retries int `yaml:"retries"`
+	// DeliveryTimeout bounds how long records may wait for Kafka's answer
+	// (while a partition has no leader, say) before the relay restarts
+	// from its checkpoint. Default 2m.
+	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
 }
 
 // SetDefaults fills the zero fields with their defaults.
@@ -62,9 +67,16 @@ func (c *Config) SetDefaults() {
 		c.Linger = 2 * time.Millisecond
 	}
 	if c.Retries == 0 {
-		c.Retries = 10
+		c.Retries = 1000
+	}
+	if c.DeliveryTimeout == 0 {
+		c.DeliveryTimeout = 2 * time.Minute
 	}
 }
+
+// maxTopicName is Kafka's longest topic name; a record's in-flight weight
+// counts it with the record.
+const maxTopicName = 249
 
 // Validate names the field at fault.
 func (c *Config) Validate() error {
@@ -81,11 +93,16 @@ func (c *Config) Validate() error {
 	if c.MaxMessageBytes < 1024 {
 		errs = append(errs, fmt.Errorf("max_message_bytes: %d is too small", c.MaxMessageBytes))
 	}
-	if c.MaxInFlightBytes < int64(c.MaxMessageBytes) {
-		errs = append(errs, fmt.Errorf("max_in_flight_bytes: must be at least max_message_bytes (%d)", c.MaxMessageBytes))
+	// A record weighs its size plus its topic name: the cap must hold the
+	// largest record, or its Send would wait forever.
+	if minCap := int64(c.MaxMessageBytes) + maxTopicName; c.MaxInFlightBytes < minCap {
+		errs = append(errs, fmt.Errorf("max_in_flight_bytes: %d cannot hold a record of max_message_bytes (%d) and its topic name: make it at least %d (better several times that, so records overlap)", c.MaxInFlightBytes, c.MaxMessageBytes, minCap))
 	}
 	if c.Retries < 1 {
 		errs = append(errs, fmt.Errorf("retries: %d: the idempotent producer needs at least 1", c.Retries))
+	}
+	if c.DeliveryTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("delivery_timeout: %s is too short (min 1s)", c.DeliveryTimeout))
 	}
 	return errors.Join(errs...)
 }
@@ -120,7 +137,9 @@ func (c *Config) saramaConfig() (*sarama.Config, error) {
 	sc.Producer.Idempotent = true
 	sc.Producer.RequiredAcks = sarama.WaitForAll
 	sc.Producer.Retry.Max = c.Retries
-	sc.Producer.Retry.Backoff = 250 * time.Millisecond
+	sc.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
+		return min(100*time.Millisecond<<min(retries, 5), 2*time.Second)
+	}
 	sc.Producer.Return.Successes = true
 	sc.Producer.Return.Errors = true
 	sc.Producer.Partitioner = NewJavaHashPartitioner
@@ -129,6 +148,8 @@ func (c *Config) saramaConfig() (*sarama.Config, error) {
 	sc.Producer.Flush.Bytes = 512 << 10
 	sc.Producer.Compression, _ = compression(c.Compression)
 	sc.Metadata.Retry.Max = 2
-	sc.ChannelBufferSize = 1024
+	// Unbuffered: the producer's gate must receive each error before
+	// sarama goes on (gate.go); the others follow for simplicity.
+	sc.ChannelBufferSize = 0
 	return sc, nil
 }

@@ -405,7 +405,6 @@ func testReader(t testing.TB, b *binlog, start Position) (*Reader, *fakeSource) 
 	r.events = src
 	if start.GTID() == "" {
 		r.seekFile, r.seekTo = start.File, max(start.Offset, 4)
-		r.seeking.Store(true)
 		if err := src.start(4); err != nil {
 			t.Fatal(err)
 		}

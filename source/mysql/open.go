@@ -234,7 +234,6 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 	switch {
 	case seek:
 		r.seekFile, r.seekTo = start.File, max(start.Offset, 4)
-		r.seeking.Store(true)
 		err = src.startFile(start.File, 4)
 	case byGTID:
 		// The first group the server sends is the first one not in the

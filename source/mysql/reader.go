@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -61,7 +60,6 @@ type Reader struct {
 	decideMu  sync.Mutex
 	decisions map[uint64]decision
 	decodeErr error
-	seeking   atomic.Bool // rows are not decoded while seeking
 
 	tables map[*replication.TableMapEvent]*schema.Table
 	known  *schema.Cache // layouts from the binlog's column names
@@ -112,7 +110,7 @@ func (r *Reader) decodeRows(e *replication.RowsEvent, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if e.Type() != replication.EnumRowsEventTypeInsert || r.seeking.Load() {
+	if e.Type() != replication.EnumRowsEventTypeInsert {
 		return nil
 	}
 	t := e.Table
@@ -219,7 +217,6 @@ func (r *Reader) step(ev *replication.BinlogEvent) error {
 		return backoff.Permanent(fmt.Errorf("binlog %s has no Previous_gtids event: the GTID set at %s:%d cannot be derived; give the position with its GTID set (FILE:OFFSET@GTIDSET)", r.seekFile, r.seekFile, r.seekTo))
 	}
 	r.seekTo = 0
-	r.seeking.Store(false)
 	r.log.Info().Str("position", r.here(at).String()).Msg("derived the GTID set of the start position")
 	return r.handle(ev)
 }

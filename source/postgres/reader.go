@@ -178,6 +178,18 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		if _, err := repl.Exec(ctx, q).ReadAll(); err != nil {
 			return nil, explain("copy replication slot "+cfg.Slot+" for the replay", err, &cfg)
 		}
+		// The live relay may have confirmed past --from between the check
+		// above and the copy: the copy then starts later, and the server
+		// would silently skip to there. Check the copy itself.
+		if p, err := ParsePosition(from); err == nil && from != "" {
+			var confirmed string
+			if err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, streamSlot).Scan(&confirmed); err != nil {
+				return nil, explain("read the replay's slot copy "+streamSlot, err, &cfg)
+			}
+			if c, err := pglogrepl.ParseLSN(confirmed); err == nil && c > p.LSN {
+				return nil, backoff.Permanent(fmt.Errorf("replay from %s: the relay's slot %q confirmed up to %s while the replay copied it, and logical decoding cannot read WAL from before a slot's confirmed_flush_lsn: replay from %s or later", p, cfg.Slot, c, c))
+			}
+		}
 	}
 	args := []string{
 		"proto_version '1'",
@@ -303,6 +315,8 @@ func (r *Reader) Close() error {
 		defer cancel()
 		if !r.conn.IsClosed() {
 			// The last Ack may have come after the goroutine's last status.
+			// A dead connection must not hang Close: bound the write.
+			_ = r.conn.Conn().SetWriteDeadline(time.Now().Add(5 * time.Second))
 			if err := r.sendStatus(); err != nil {
 				r.log.Debug().Err(err).Msg("final status update")
 			}
@@ -329,21 +343,11 @@ func NewSource(cfg Config, log zerolog.Logger) *Source {
 // Kind implements relay.Source.
 func (s *Source) Kind() string { return Kind }
 
-// Resolve returns the position a relay without a checkpoint starts from:
-// the replication slot's confirmed_flush_lsn, creating the publication and
-// the slot first when source.postgres.create is auto (a new slot starts at
-// the WAL position of its creation).
-func (s *Source) Resolve(ctx context.Context) (string, error) {
-	r, err := Open(ctx, s.cfg, s.log, "")
-	if err != nil {
-		return "", err
-	}
-	start := r.start
-	if err := r.Close(); err != nil {
-		return "", err
-	}
-	return Position{LSN: start}.String(), nil
-}
+// Resolve returns "": the replication slot itself holds where a relay
+// without a checkpoint starts (its confirmed_flush_lsn, which moves only
+// when the relay acknowledges), so nothing needs storing; Open creates the
+// slot when it is missing and source.postgres.create is auto.
+func (s *Source) Resolve(context.Context) (string, error) { return "", nil }
 
 // Open implements relay.Source.
 func (s *Source) Open(ctx context.Context, from string) (source.Reader, error) {
