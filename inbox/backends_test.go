@@ -68,10 +68,21 @@ type fixture struct {
 
 func newFixture(t *testing.T, b backend, cfg inbox.Config) (*fixture, *inbox.Inbox) {
 	t.Helper()
+	return newFixtureFunc(t, b, cfg, nil)
+}
+
+// newFixtureFunc is newFixture with the inbox running fn(f) instead of
+// f.apply (fn's Func usually calls f.apply, then misbehaves).
+func newFixtureFunc(t *testing.T, b backend, cfg inbox.Config, fn func(f *fixture) inbox.Func) (*fixture, *inbox.Inbox) {
+	t.Helper()
 	f := &fixture{db: b.open(t), d: b.dialect}
 	f.exec(t, "CREATE TABLE effects (event_id VARCHAR(64) NOT NULL, aggregate VARCHAR(64) NOT NULL)")
 	cfg.Dialect = b.dialect
-	in, err := inbox.New(cfg, f.apply)
+	apply := inbox.Func(f.apply)
+	if fn != nil {
+		apply = fn(f)
+	}
+	in, err := inbox.New(cfg, apply)
 	if err != nil {
 		t.Fatal(err)
 	}

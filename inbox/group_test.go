@@ -22,30 +22,24 @@ func TestIntegrationGroupHandler(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			f := &fixture{db: b.open(t), d: b.dialect}
-			f.exec(t, "CREATE TABLE effects (event_id VARCHAR(64) NOT NULL, aggregate VARCHAR(64) NOT NULL)")
 			var mu sync.Mutex
 			failed := map[string]bool{}
-			in, err := inbox.New(inbox.Config{Dialect: b.dialect, CheckVersion: true}, func(ctx context.Context, tx *sql.Tx, ev inbox.Event) error {
-				if err := f.apply(ctx, tx, ev); err != nil {
-					return err
+			f, in := newFixtureFunc(t, b, inbox.Config{CheckVersion: true}, func(f *fixture) inbox.Func {
+				return func(ctx context.Context, tx *sql.Tx, ev inbox.Event) error {
+					if err := f.apply(ctx, tx, ev); err != nil {
+						return err
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					if ev.ID == "e-2" && !failed[ev.ID] {
+						failed[ev.ID] = true
+						return errors.New("transient")
+					}
+					return nil
 				}
-				mu.Lock()
-				defer mu.Unlock()
-				if ev.ID == "e-2" && !failed[ev.ID] {
-					failed[ev.ID] = true
-					return errors.New("transient")
-				}
-				return nil
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			if err := in.CreateTables(ctx, f.db); err != nil {
-				t.Fatal(err)
-			}
 
 			const topic = "outbox.event.order"
 			broker, err := devbroker.Start(devbroker.Options{Topics: []string{topic}, Partitions: 1})

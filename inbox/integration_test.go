@@ -110,27 +110,21 @@ func TestIntegrationFuncErrorRollsBack(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			f := &fixture{db: b.open(t), d: b.dialect}
-			f.exec(t, "CREATE TABLE effects (event_id VARCHAR(64) NOT NULL, aggregate VARCHAR(64) NOT NULL)")
 			fail := true
-			in, err := inbox.New(inbox.Config{Dialect: b.dialect, CheckVersion: true}, func(ctx context.Context, tx *sql.Tx, ev inbox.Event) error {
-				// The effect is written, then the function fails: both the
-				// effect and the inbox row must roll back.
-				if err := f.apply(ctx, tx, ev); err != nil {
-					return err
+			f, in := newFixtureFunc(t, b, inbox.Config{CheckVersion: true}, func(f *fixture) inbox.Func {
+				return func(ctx context.Context, tx *sql.Tx, ev inbox.Event) error {
+					// The effect is written, then the function fails: both
+					// the effect and the inbox row must roll back.
+					if err := f.apply(ctx, tx, ev); err != nil {
+						return err
+					}
+					if fail {
+						return boom
+					}
+					return nil
 				}
-				if fail {
-					return boom
-				}
-				return nil
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
 			ctx := context.Background()
-			if err := in.CreateTables(ctx, f.db); err != nil {
-				t.Fatal(err)
-			}
 			msg := event("t", "e-1", "k", "0/10", 0)
 			if _, err := in.Process(ctx, f.db, msg); !errors.Is(err, boom) {
 				t.Fatalf("Process = %v, want the function's error", err)
@@ -169,29 +163,23 @@ func TestIntegrationConcurrentDuplicates(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				f := &fixture{db: b.open(t), d: b.dialect}
-				f.exec(t, "CREATE TABLE effects (event_id VARCHAR(64) NOT NULL, aggregate VARCHAR(64) NOT NULL)")
 				var calls atomic.Int32
-				in, err := inbox.New(inbox.Config{Dialect: b.dialect, CheckVersion: check}, func(ctx context.Context, tx *sql.Tx, ev inbox.Event) error {
-					n := calls.Add(1)
-					if err := f.apply(ctx, tx, ev); err != nil {
-						return err
+				f, in := newFixtureFunc(t, b, inbox.Config{CheckVersion: check}, func(f *fixture) inbox.Func {
+					return func(ctx context.Context, tx *sql.Tx, ev inbox.Event) error {
+						n := calls.Add(1)
+						if err := f.apply(ctx, tx, ev); err != nil {
+							return err
+						}
+						// Hold the claim while the others arrive; the first
+						// claimer then fails, so a waiting one must take over.
+						time.Sleep(300 * time.Millisecond)
+						if n == 1 {
+							return errors.New("first claimer fails")
+						}
+						return nil
 					}
-					// Hold the claim while the others arrive; the first
-					// claimer then fails, so a waiting one must take over.
-					time.Sleep(300 * time.Millisecond)
-					if n == 1 {
-						return errors.New("first claimer fails")
-					}
-					return nil
 				})
-				if err != nil {
-					t.Fatal(err)
-				}
 				ctx := context.Background()
-				if err := in.CreateTables(ctx, f.db); err != nil {
-					t.Fatal(err)
-				}
 				msg := event("t", "e-1", "k", "binlog.000001:4", 0)
 				results := make([]inbox.Result, consumers)
 				errs := make([]error, consumers)
