@@ -2,6 +2,7 @@ package inbox
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -34,8 +35,17 @@ type GroupHandler struct {
 
 var _ sarama.ConsumerGroupHandler = (*GroupHandler)(nil)
 
-// Setup implements sarama.ConsumerGroupHandler.
-func (h *GroupHandler) Setup(sarama.ConsumerGroupSession) error { return nil }
+// Setup implements sarama.ConsumerGroupHandler. It refuses a handler
+// without DB or Inbox, before any record is claimed.
+func (h *GroupHandler) Setup(sarama.ConsumerGroupSession) error {
+	switch {
+	case h.DB == nil:
+		return errors.New("inbox: GroupHandler.DB is nil")
+	case h.Inbox == nil:
+		return errors.New("inbox: GroupHandler.Inbox is nil")
+	}
+	return nil
+}
 
 // Cleanup implements sarama.ConsumerGroupHandler.
 func (h *GroupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }

@@ -43,7 +43,7 @@ type Event struct {
 func ParseEvent(msg *sarama.ConsumerMessage) (Event, error) {
 	ev := Event{Aggregate: msg.Key, Message: msg}
 	var pos, idx []byte
-	var havePos, haveIdx, haveID bool
+	var havePos, haveIdx, haveID, haveType bool
 	for _, h := range msg.Headers {
 		if h == nil {
 			continue
@@ -55,8 +55,8 @@ func ParseEvent(msg *sarama.ConsumerMessage) (Event, error) {
 				ev.ID, haveID = string(h.Value), true
 			}
 		case HeaderType:
-			if ev.Type == "" {
-				ev.Type = string(h.Value)
+			if !haveType {
+				ev.Type, haveType = string(h.Value), true
 			}
 		case HeaderPosition:
 			if !havePos {

@@ -31,19 +31,20 @@ func TestParseEvent(t *testing.T) {
 		bad         bool
 		wantID      string
 		wantVersion *inbox.Version
+		wantType    string
 	}{
 		{"full", record("t", "k", "id", "e1", "type", "OrderCreated", "outboxrelay-position", "b.000001:4", "outboxrelay-index", "3"),
-			false, "e1", &inbox.Version{Position: "b.000001:4", Index: 3}},
-		{"no version headers", record("t", "k", "id", "e1"), false, "e1", nil},
-		{"position without index", record("t", "k", "id", "e1", "outboxrelay-position", "0/1"), false, "e1", nil},
-		{"first header wins", record("t", "k", "id", "e1", "id", "e2"), false, "e1", nil},
-		{"no id", record("t", "k", "type", "X"), true, "", nil},
-		{"empty id", record("t", "k", "id", ""), true, "", nil},
-		{"id too long", record("t", "k", "id", "x"+long), true, "", nil},
-		{"id not utf8", record("t", "k", "id", "\xff"), true, "", nil},
-		{"id with NUL", record("t", "k", "id", "a\x00b"), true, "", nil},
-		{"index not a number", record("t", "k", "id", "e1", "outboxrelay-position", "0/1", "outboxrelay-index", "x"), true, "", nil},
-		{"negative index", record("t", "k", "id", "e1", "outboxrelay-position", "0/1", "outboxrelay-index", "-1"), true, "", nil},
+			false, "e1", &inbox.Version{Position: "b.000001:4", Index: 3}, "OrderCreated"},
+		{"no version headers", record("t", "k", "id", "e1"), false, "e1", nil, ""},
+		{"position without index", record("t", "k", "id", "e1", "outboxrelay-position", "0/1"), false, "e1", nil, ""},
+		{"first header wins", record("t", "k", "id", "e1", "id", "e2", "type", "", "type", "X"), false, "e1", nil, ""},
+		{"no id", record("t", "k", "type", "X"), true, "", nil, ""},
+		{"empty id", record("t", "k", "id", ""), true, "", nil, ""},
+		{"id too long", record("t", "k", "id", "x"+long), true, "", nil, ""},
+		{"id not utf8", record("t", "k", "id", "\xff"), true, "", nil, ""},
+		{"id with NUL", record("t", "k", "id", "a\x00b"), true, "", nil, ""},
+		{"index not a number", record("t", "k", "id", "e1", "outboxrelay-position", "0/1", "outboxrelay-index", "x"), true, "", nil, ""},
+		{"negative index", record("t", "k", "id", "e1", "outboxrelay-position", "0/1", "outboxrelay-index", "-1"), true, "", nil, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -59,7 +60,7 @@ func TestParseEvent(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseEvent: %v", err)
 			}
-			if ev.ID != c.wantID || string(ev.Aggregate) != "k" || ev.Message != c.msg {
+			if ev.ID != c.wantID || ev.Type != c.wantType || string(ev.Aggregate) != "k" || ev.Message != c.msg {
 				t.Fatalf("ParseEvent = %+v", ev)
 			}
 			if (c.wantVersion != nil) != ev.HasVersion || (c.wantVersion != nil && *c.wantVersion != ev.Version) {
@@ -136,5 +137,21 @@ func TestIsRetryable(t *testing.T) {
 				t.Fatalf("IsRetryable(%v) = %v, want %v", c.err, got, c.want)
 			}
 		})
+	}
+}
+
+func TestGroupHandlerSetupRefusesMissingParts(t *testing.T) {
+	t.Parallel()
+	in, err := inbox.New(inbox.Config{Dialect: inbox.MySQL}, func(context.Context, *sql.Tx, inbox.Event) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, h := range map[string]*inbox.GroupHandler{"no DB": {Inbox: in}, "no Inbox": {DB: &sql.DB{}}} {
+		if err := h.Setup(nil); err == nil {
+			t.Errorf("%s: Setup succeeded", name)
+		}
+	}
+	if err := (&inbox.GroupHandler{DB: &sql.DB{}, Inbox: in}).Setup(nil); err != nil {
+		t.Errorf("complete handler: %v", err)
 	}
 }
