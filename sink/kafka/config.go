@@ -39,6 +39,10 @@ type Config struct {
 	// Retries of a failed produce before the relay restarts from its
 	// checkpoint. Default 10.
 	Retries int `yaml:"retries"`
+	// TLS to the brokers (security.go). Default off.
+	TLS TLSConfig `yaml:"tls"`
+	// SASL authentication (security.go). Default off.
+	SASL SASLConfig `yaml:"sasl"`
 }
 
 // SetDefaults fills the zero fields with their defaults.
@@ -87,6 +91,7 @@ func (c *Config) Validate() error {
 	if c.Retries < 1 {
 		errs = append(errs, fmt.Errorf("retries: %d: the idempotent producer needs at least 1", c.Retries))
 	}
+	errs = append(errs, c.validateSecurity()...)
 	return errors.Join(errs...)
 }
 
@@ -130,5 +135,8 @@ func (c *Config) saramaConfig() (*sarama.Config, error) {
 	sc.Producer.Compression, _ = compression(c.Compression)
 	sc.Metadata.Retry.Max = 2
 	sc.ChannelBufferSize = 1024
+	if err := c.applySecurity(sc); err != nil {
+		return nil, err
+	}
 	return sc, nil
 }

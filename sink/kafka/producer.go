@@ -51,11 +51,12 @@ func New(cfg Config, log zerolog.Logger) (*Producer, error) {
 	}
 	sc, err := cfg.saramaConfig()
 	if err != nil {
-		return nil, err
+		return nil, cfg.explain(err)
 	}
+	cfg.warnSecurity(log)
 	p, err := sarama.NewAsyncProducer(cfg.Brokers, sc)
 	if err != nil {
-		return nil, fmt.Errorf("connect to kafka %v: %w", cfg.Brokers, err)
+		return nil, cfg.explain(fmt.Errorf("connect to kafka %v: %w", cfg.Brokers, err))
 	}
 	k := &Producer{cfg: cfg, log: log, p: p, inflight: semaphore.NewWeighted(cfg.MaxInFlightBytes)}
 	k.wg.Add(2)
