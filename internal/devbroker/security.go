@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -294,4 +296,36 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// plainListener hands out connections that drop a client opening with a
+// TLS handshake, as a real plaintext listener does (its first four bytes,
+// read as a request size, exceed socket.request.max.bytes). kfake would
+// instead wait for hundreds of megabytes that never come, after
+// allocating them.
+type plainListener struct{ net.Listener }
+
+func (l plainListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &plainConn{Conn: c}, nil
+}
+
+type plainConn struct {
+	net.Conn
+	checked bool
+}
+
+func (c *plainConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.checked && n > 0 {
+		c.checked = true
+		if p[0] == 0x16 { // a TLS handshake record; no request is that large
+			_ = c.Conn.Close()
+			return 0, io.EOF
+		}
+	}
+	return n, err
 }

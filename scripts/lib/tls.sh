@@ -8,7 +8,16 @@
 make_certs() {
 	local dir=$1
 	[[ -s $dir/ca.pem && -s $dir/server.key && -s $dir/client.key ]] && return 0
-	command -v openssl >/dev/null 2>&1 || die "openssl is needed to make test certificates (apt-get install openssl)"
+	if ! command -v openssl >/dev/null 2>&1; then
+		((EUID == 0)) && command -v apt-get >/dev/null 2>&1 || die "openssl is needed to make test certificates (apt-get install openssl)"
+		log "openssl not found: installing it"
+		(
+			command -v flock >/dev/null 2>&1 && flock -w 900 9
+			command -v openssl >/dev/null 2>&1 && exit 0
+			apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				-o DPkg::Lock::Timeout=600 -o Dpkg::Use-Pty=0 openssl >&2
+		) 9>>"${TMPDIR:-/tmp}/outboxrelay-apt.lock" || die "apt-get install openssl failed"
+	fi
 	mkdir -p "$dir"
 	local ext=$dir/server.ext
 	printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$ext"

@@ -267,3 +267,26 @@ func TestPreflightSecurity(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSToPlaintextBroker: TLS spoken to a plaintext listener is found out
+// by probing the port, and is permanent too.
+func TestTLSToPlaintextBroker(t *testing.T) {
+	t.Parallel()
+	b, err := devbroker.Start(devbroker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	start := time.Now()
+	p, err := New(Config{Brokers: []string{b.Addr()}, TLS: TLSConfig{Enabled: true}}, zerolog.Nop())
+	if err == nil {
+		p.Close()
+		t.Fatal("connected")
+	}
+	t.Logf("after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	var perm *backoff.PermanentError
+	var se *SecurityError
+	if !errors.As(err, &perm) || !errors.As(err, &se) || se.Setting != "kafka.tls.enabled" || !strings.Contains(se.Problem, "speaks plaintext") {
+		t.Fatalf("error %v: want a permanent SecurityError saying the broker speaks plaintext", err)
+	}
+}
