@@ -164,7 +164,10 @@ func TestIntegrationTLSMistakes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := filepath.Join(t.TempDir(), "relay.yaml")
+			dir := t.TempDir()
+			// Each run its own checkpoint: a relay locks it.
+			tt.edit[filepath.Join(s.dir, "checkpoint.json")] = filepath.Join(dir, "checkpoint.json")
+			p := filepath.Join(dir, "relay.yaml")
 			if err := os.WriteFile(p, []byte(s.yaml(tt.edit)), 0o600); err != nil {
 				t.Fatal(err)
 			}
