@@ -14,6 +14,13 @@
 # (word-split, e.g. "--binlog-row-image=MINIMAL"). $MARIADB_START_TIMEOUT
 # (seconds, default 30) bounds the wait for readiness.
 #
+# MARIADB_TLS=1 makes a server that requires TLS (require_secure_transport):
+# a private CA and certificates are made in DIR/tls (scripts/lib/tls.sh),
+# and `start` prints RELAYTEST_MARIADB_TLS_ADDR, _USER, _PASSWORD, _DIR and
+# _CA (the CA certificate), _CLIENT_CERT and _CLIENT_KEY instead, so such a
+# server never stands in for the plaintext one. A DIR made with it keeps
+# TLS on later starts.
+#
 # Never touches the system server (3306, /var/lib/mysql): everything lives in DIR.
 set -euo pipefail
 
@@ -24,6 +31,8 @@ die() { log "ERROR: $*"; exit 1; }
 
 # shellcheck source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=lib/tls.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/tls.sh"
 
 # ---------------------------------------------------------------- processes
 
@@ -98,10 +107,36 @@ init_datadir() {
 # ---------------------------------------------------------------- commands
 
 print_exports() { # DIR PORT
+	if tls_on "$1"; then
+		printf 'export RELAYTEST_MARIADB_TLS_ADDR=127.0.0.1:%s\n' "$2"
+		printf 'export RELAYTEST_MARIADB_TLS_USER=root\n'
+		printf 'export RELAYTEST_MARIADB_TLS_PASSWORD=\n'
+		printf 'export RELAYTEST_MARIADB_TLS_DIR=%q\n' "$1"
+		printf 'export RELAYTEST_MARIADB_TLS_CA=%q\n' "$1/tls/ca.pem"
+		printf 'export RELAYTEST_MARIADB_TLS_CLIENT_CERT=%q\n' "$1/tls/client.pem"
+		printf 'export RELAYTEST_MARIADB_TLS_CLIENT_KEY=%q\n' "$1/tls/client.key"
+		return 0
+	fi
 	printf 'export RELAYTEST_MARIADB_ADDR=127.0.0.1:%s\n' "$2"
 	printf 'export RELAYTEST_MARIADB_USER=root\n'
 	printf 'export RELAYTEST_MARIADB_PASSWORD=\n'
 	printf 'export RELAYTEST_MARIADB_DIR=%q\n' "$1"
+}
+
+# tls_on DIR: the server in DIR requires TLS.
+tls_on() { [[ -s $1/tls/ca.pem ]]; }
+
+# setup_tls DIR: the server flags (TLS_ARGS) and client flags (TLS_CLIENT)
+# for TLS, after making the certificates when MARIADB_TLS=1 asks for them.
+TLS_ARGS=()
+TLS_CLIENT=()
+setup_tls() {
+	local dir=$1
+	[[ ${MARIADB_TLS:-} == 1 ]] && make_certs "$dir/tls"
+	tls_on "$dir" || return 0
+	TLS_ARGS=(--ssl-ca="$dir/tls/ca.pem" --ssl-cert="$dir/tls/server.pem" --ssl-key="$dir/tls/server.key"
+		--require-secure-transport=ON)
+	TLS_CLIENT=(--ssl --ssl-ca="$dir/tls/ca.pem")
 }
 
 socket_path() { # DIR: DIR/mysql.sock unless that is too long for a unix socket
@@ -113,7 +148,7 @@ socket_path() { # DIR: DIR/mysql.sock unless that is too long for a unix socket
 }
 
 ping_server() { # PORT
-	mariadb --no-defaults --protocol=TCP -h127.0.0.1 -P"$1" -uroot \
+	mariadb --no-defaults --protocol=TCP -h127.0.0.1 -P"$1" -uroot "${TLS_CLIENT[@]}" \
 		--connect-timeout=2 -N -B -e 'SELECT 1' >/dev/null 2>&1
 }
 
@@ -122,6 +157,7 @@ cmd_start() {
 	mkdir -p "$dir"
 	dir=$(cd "$dir" && pwd -P)
 	ensure_installed
+	setup_tls "$dir"
 
 	if pid=$(server_pid "$dir"); then
 		local cur
@@ -175,6 +211,7 @@ cmd_start() {
 			--collation-server=utf8mb4_unicode_ci \
 			--pid-file="$dir/mariadbd.pid" \
 			--log-error="$errlog" \
+			"${TLS_ARGS[@]}" \
 			"${extra[@]}" \
 			</dev/null >"$dir/mariadbd.out" 2>&1 &
 		pid=$!

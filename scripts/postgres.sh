@@ -15,6 +15,14 @@
 # (e.g. "wal_level=replica"); they win over the defaults set here.
 # $POSTGRES_START_TIMEOUT (seconds, default 30) bounds the wait for readiness.
 #
+# POSTGRES_TLS=1 makes a server that requires TLS over TCP: ssl=on with a
+# private CA and certificates in DIR/tls (scripts/lib/tls.sh), pg_hba
+# `hostssl` lines only, with scram-sha-256 passwords (the postgres role gets
+# the password relaytest-tls). `start` then prints RELAYTEST_POSTGRES_TLS_DSN
+# (sslmode=verify-full against the CA), _CA, _CLIENT_CERT, _CLIENT_KEY and
+# _DIR instead, so such a server never stands in for the plaintext one. A
+# DIR made with it keeps TLS on later starts.
+#
 # PostgreSQL refuses to run as root: as root, initdb/pg_ctl run as the
 # `postgres` OS user, DIR is chowned to it and every parent of DIR gets o+x.
 # Never touches the system cluster (5432, /var/lib/postgresql).
@@ -27,6 +35,11 @@ die() { log "ERROR: $*"; exit 1; }
 
 # shellcheck source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=lib/tls.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/tls.sh"
+
+# The postgres role's password on a TLS server (a private test server).
+TLS_PASSWORD=relaytest-tls
 
 # ---------------------------------------------------------------- processes
 
@@ -182,6 +195,12 @@ write_config() { # DIR PORT SOCKDIR
 		echo "max_prepared_transactions = 20"
 		echo "wal_keep_size = 0"
 		echo "fsync = off"
+		if tls_on "$1"; then
+			echo "ssl = on"
+			echo "ssl_ca_file = '$1/tls/ca.pem'"
+			echo "ssl_cert_file = '$1/tls/server.pem'"
+			echo "ssl_key_file = '$1/tls/server.key'"
+		fi
 		if [[ -n ${POSTGRES_EXTRA_CONF:-} ]]; then
 			echo "# from \$POSTGRES_EXTRA_CONF"
 			printf '%s\n' "$POSTGRES_EXTRA_CONF"
@@ -191,7 +210,20 @@ write_config() { # DIR PORT SOCKDIR
 		printf '\n# outboxrelay test settings (scripts/postgres.sh)\n%s\n' \
 			"include_if_exists = 'outboxrelay.conf'" >>"$data/postgresql.conf"
 	fi
-	cat >"$data/pg_hba.conf" <<'EOF'
+	if tls_on "$1"; then
+		# No plain `host` line: a connection without TLS finds no entry.
+		cat >"$data/pg_hba.conf" <<'EOF'
+# Written by scripts/postgres.sh: private test server requiring TLS over TCP.
+# TYPE  DATABASE        USER    ADDRESS         METHOD
+local   all             all                     trust
+hostssl all             all     127.0.0.1/32    scram-sha-256
+hostssl all             all     ::1/128         scram-sha-256
+local   replication     all                     trust
+hostssl replication     all     127.0.0.1/32    scram-sha-256
+hostssl replication     all     ::1/128         scram-sha-256
+EOF
+	else
+		cat >"$data/pg_hba.conf" <<'EOF'
 # Written by scripts/postgres.sh: private test server, trust everything local.
 # TYPE  DATABASE        USER    ADDRESS         METHOD
 local   all             all                     trust
@@ -201,6 +233,7 @@ local   replication     all                     trust
 host    replication     all     127.0.0.1/32    trust
 host    replication     all     ::1/128         trust
 EOF
+	fi
 	((AS_ROOT)) && chown postgres: "$data/outboxrelay.conf" "$data/pg_hba.conf" "$data/postgresql.conf"
 	return 0
 }
@@ -208,10 +241,43 @@ EOF
 # ---------------------------------------------------------------- commands
 
 print_exports() { # DIR PORT
+	if tls_on "$1"; then
+		# Quoted: the URL holds '&'.
+		printf "export RELAYTEST_POSTGRES_TLS_DSN='postgres://postgres:%s@127.0.0.1:%s/postgres?sslmode=verify-full&sslrootcert=%s'\n" \
+			"$TLS_PASSWORD" "$2" "$1/tls/ca.pem"
+		printf 'export RELAYTEST_POSTGRES_TLS_CA=%q\n' "$1/tls/ca.pem"
+		printf 'export RELAYTEST_POSTGRES_TLS_CLIENT_CERT=%q\n' "$1/tls/client.pem"
+		printf 'export RELAYTEST_POSTGRES_TLS_CLIENT_KEY=%q\n' "$1/tls/client.key"
+		printf 'export RELAYTEST_POSTGRES_TLS_DIR=%q\n' "$1"
+		return 0
+	fi
 	# Unquoted on purpose (exact format callers may parse): bash and dash do
 	# not glob the value of an assignment argument to export.
 	printf 'export RELAYTEST_POSTGRES_DSN=postgres://postgres@127.0.0.1:%s/postgres?sslmode=disable\n' "$2"
 	printf 'export RELAYTEST_POSTGRES_DIR=%q\n' "$1"
+}
+
+# tls_on DIR: the server in DIR requires TLS.
+tls_on() { [[ -s $1/tls/ca.pem ]]; }
+
+# setup_tls DIR: with POSTGRES_TLS=1, make the certificates, readable by
+# the server only.
+setup_tls() {
+	local dir=$1
+	[[ ${POSTGRES_TLS:-} == 1 ]] || return 0
+	make_certs "$dir/tls"
+	if ((AS_ROOT)); then chown -R postgres: "$dir/tls"; fi
+	return 0
+}
+
+# set_tls_password DIR: give the postgres role its password (over the
+# unix socket, which pg_hba trusts).
+set_tls_password() {
+	local dir=$1 sock
+	tls_on "$dir" || return 0
+	sock=$(socket_dir "$dir")
+	as_pg "$dir" "$PGBIN/psql" -X -q -h "$sock" -p "$(cat "$dir/port")" -U postgres -d postgres \
+		-c "ALTER ROLE postgres PASSWORD '$TLS_PASSWORD'" >/dev/null || die "could not set the postgres role's password"
 }
 
 is_ready() { # PORT
@@ -236,6 +302,7 @@ cmd_start() {
 	dir=$(cd "$dir" && pwd -P)
 	ensure_installed
 	prepare_dir "$dir"
+	setup_tls "$dir"
 
 	if pid=$(postmaster_pid "$dir"); then
 		local cur
@@ -287,6 +354,7 @@ cmd_start() {
 		if as_pg "$dir" "$PGBIN/pg_ctl" start -D "$dir/data" -l "$logf" -w -t "$timeout" -s >&2 &&
 			is_ready "$port"; then
 			echo "$port" >"$dir/port"
+			set_tls_password "$dir"
 			pid=$(postmaster_pid "$dir" || echo '?')
 			log "started postgres (pid $pid) on 127.0.0.1:$port in $(elapsed "$t0"), dir $dir"
 			print_exports "$dir" "$port"

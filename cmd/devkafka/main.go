@@ -3,6 +3,7 @@
 // CI scripts. It is a development tool: never ship it with the relay.
 //
 //	devkafka serve   [--listen 127.0.0.1:9092] [--partitions 3] [--topic T]...
+//	                 [--tls-cert FILE --tls-key FILE] [--sasl MECHANISM:USER:PASSWORD]...
 //	devkafka consume [--brokers 127.0.0.1:9092] [--topics REGEX] [--idle 2s] [--max N]
 //
 // serve prints "devkafka listening on ADDR" once clients can connect and runs
@@ -29,6 +30,7 @@ import (
 
 const usage = `usage:
   devkafka serve   [--listen 127.0.0.1:9092] [--partitions 3] [--topic T]...
+                   [--tls-cert FILE --tls-key FILE] [--sasl MECHANISM:USER:PASSWORD]...
   devkafka consume [--brokers 127.0.0.1:9092] [--topics REGEX] [--idle 2s] [--max N]
 `
 
@@ -99,11 +101,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		topics = append(topics, s)
 		return nil
 	})
+	sec := securityFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	opts := devbroker.Options{Addr: *listen, Partitions: *partitions, Topics: topics}
+	if err := sec.apply(&opts); err != nil {
+		return err
+	}
 
-	b, err := devbroker.Start(devbroker.Options{Addr: *listen, Partitions: *partitions, Topics: topics})
+	b, err := devbroker.Start(opts)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@
 package devbroker
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -42,6 +44,12 @@ type Options struct {
 	// DataDir, when set, persists the cluster there, so that a broker
 	// started again on the same DataDir (and port) has kept every record.
 	DataDir string
+	// TLS, when set, makes the broker speak only TLS, with this server
+	// configuration (it must hold a certificate). Default plaintext.
+	TLS *tls.Config
+	// Users, when set, make the broker require SASL authentication by one
+	// of them (security.go). Default none: no authentication.
+	Users []User
 }
 
 const (
@@ -54,6 +62,7 @@ const (
 type Broker struct {
 	cluster *kfake.Cluster
 	addr    string
+	sec     *security
 }
 
 // Start starts a broker and returns once it accepts connections.
@@ -110,7 +119,11 @@ func Start(opts Options) (*Broker, error) {
 			if err != nil {
 				return nil, err
 			}
-			return net.Listen(network, net.JoinHostPort(host, p))
+			ln, err := net.Listen(network, net.JoinHostPort(host, p))
+			if err != nil || opts.TLS != nil {
+				return ln, err
+			}
+			return plainListener{ln}, nil // security.go
 		}),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(partitions),
@@ -121,6 +134,11 @@ func Start(opts Options) (*Broker, error) {
 	if opts.DataDir != "" {
 		kopts = append(kopts, kfake.DataDir(opts.DataDir))
 	}
+	sec, sopts, err := securityOpts(&opts)
+	if err != nil {
+		return nil, err
+	}
+	kopts = append(kopts, sopts...)
 	c, err := kfake.NewCluster(kopts...)
 	if err != nil {
 		return nil, fmt.Errorf("devbroker: start kfake on %s: %w", addr, err)
@@ -130,7 +148,11 @@ func Start(opts Options) (*Broker, error) {
 		c.Close()
 		return nil, fmt.Errorf("devbroker: kfake listens on %d addresses, want %d", len(addrs), brokers)
 	}
-	return &Broker{cluster: c, addr: addrs[0]}, nil
+	if err := sec.install(context.Background(), c, addrs[0]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("devbroker: %w", err)
+	}
+	return &Broker{cluster: c, addr: addrs[0], sec: sec}, nil
 }
 
 // Addr returns the host:port clients should bootstrap from, with the real

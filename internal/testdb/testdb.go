@@ -7,6 +7,7 @@ package testdb
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -38,6 +39,8 @@ type MySQL struct {
 	Addr, User, Password string
 	DB                   string // the test's own database
 	Dir                  string // server directory (for kill/restart tests)
+	// TLS, when set, is used for the connections (a server requiring TLS).
+	TLS *tls.Config
 }
 
 var serverIDs atomic.Uint32
@@ -84,7 +87,10 @@ func MariaDB(t testing.TB) *MySQL {
 
 func (m *MySQL) dial(db string) (*client.Conn, error) {
 	return client.ConnectWithTimeout(m.Addr, m.User, m.Password, db, 10*time.Second,
-		func(c *client.Conn) error { return c.SetCollation("utf8mb4_general_ci") })
+		func(c *client.Conn) error {
+			c.SetTLSConfig(m.TLS)
+			return c.SetCollation("utf8mb4_general_ci")
+		})
 }
 
 func (m *MySQL) connect(t testing.TB, db string) *client.Conn {

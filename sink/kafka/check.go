@@ -32,7 +32,7 @@ func Preflight(ctx context.Context, cfg Config, t Targets) []preflight.Check {
 	cfg.SetDefaults()
 	sc, err := cfg.saramaConfig()
 	if err != nil {
-		return []preflight.Check{preflight.Fail("kafka.connect", err.Error(), "correct kafka.version")}
+		return []preflight.Check{cfg.connectCheck(err, err.Error(), "correct kafka.version")}
 	}
 	sc.Net.DialTimeout = 5 * time.Second
 	sc.Net.ReadTimeout = 10 * time.Second
@@ -41,10 +41,14 @@ func Preflight(ctx context.Context, cfg Config, t Targets) []preflight.Check {
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < sc.Net.ReadTimeout {
 		sc.Net.ReadTimeout = max(time.Until(d), time.Second)
 	}
+	checks, ok := cfg.securityChecks(sc)
+	if !ok {
+		return checks
+	}
 	client, err := sarama.NewClient(cfg.Brokers, sc)
 	if err != nil {
-		return []preflight.Check{preflight.Fail("kafka.connect", fmt.Sprintf("brokers %s: %v", strings.Join(cfg.Brokers, ", "), err),
-			"check kafka.brokers and the network path to them; each broker must advertise a listener address this host can reach (advertised.listeners)")}
+		return append(checks, cfg.connectCheck(err, fmt.Sprintf("brokers %s: %v", strings.Join(cfg.Brokers, ", "), err),
+			"check kafka.brokers and the network path to them; each broker must advertise a listener address this host can reach (advertised.listeners)"))
 	}
 	defer client.Close()
 	admin, err := sarama.NewClusterAdminFromClient(client)
@@ -55,7 +59,7 @@ func Preflight(ctx context.Context, cfg Config, t Targets) []preflight.Check {
 	if err != nil {
 		return []preflight.Check{preflight.Fail("kafka.connect", fmt.Sprintf("describe the cluster: %v", err), "check kafka.brokers and kafka.version")}
 	}
-	checks := []preflight.Check{preflight.Pass("kafka.connect", "%d broker(s) at %s, controller %d, speaking Kafka %s", len(brokers), strings.Join(cfg.Brokers, ", "), controller, cfg.Version)}
+	checks = append(checks, preflight.Pass("kafka.connect", "%d broker(s) at %s, controller %d, speaking Kafka %s", len(brokers), strings.Join(cfg.Brokers, ", "), controller, cfg.Version))
 
 	// Broker settings that apply to topics created on first use.
 	autoCreate, brokerMax := "", int64(-1)

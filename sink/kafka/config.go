@@ -44,6 +44,10 @@ type Config struct {
 	// (while a partition has no leader, say) before the relay restarts
 	// from its checkpoint. Default 2m.
 	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
+	// TLS to the brokers (security.go). Default off.
+	TLS TLSConfig `yaml:"tls"`
+	// SASL authentication (security.go). Default off.
+	SASL SASLConfig `yaml:"sasl"`
 }
 
 // SetDefaults fills the zero fields with their defaults.
@@ -104,6 +108,7 @@ func (c *Config) Validate() error {
 	if c.DeliveryTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("delivery_timeout: %s is too short (min 1s)", c.DeliveryTimeout))
 	}
+	errs = append(errs, c.validateSecurity()...)
 	return errors.Join(errs...)
 }
 
@@ -151,5 +156,8 @@ func (c *Config) saramaConfig() (*sarama.Config, error) {
 	// Unbuffered: the producer's gate must receive each error before
 	// sarama goes on (gate.go); the others follow for simplicity.
 	sc.ChannelBufferSize = 0
+	if err := c.applySecurity(sc); err != nil {
+		return nil, err
+	}
 	return sc, nil
 }

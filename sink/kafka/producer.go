@@ -79,8 +79,9 @@ func New(cfg Config, log zerolog.Logger) (*Producer, error) {
 	}
 	sc, err := cfg.saramaConfig()
 	if err != nil {
-		return nil, err
+		return nil, cfg.explain(err)
 	}
+	cfg.warnSecurity(log)
 	g := newGate()
 	sc.Net.Proxy.Enable, sc.Net.Proxy.Dialer = true, g.dialer(sc)
 	backoff := sc.Producer.Retry.BackoffFunc
@@ -93,7 +94,7 @@ func New(cfg Config, log zerolog.Logger) (*Producer, error) {
 	client, err := sarama.NewClient(cfg.Brokers, sc)
 	if err != nil {
 		g.close()
-		return nil, fmt.Errorf("connect to kafka %v: %w", cfg.Brokers, err)
+		return nil, cfg.explain(fmt.Errorf("connect to kafka %v: %w", cfg.Brokers, err))
 	}
 	p, err := sarama.NewAsyncProducerFromClient(client)
 	if err != nil {

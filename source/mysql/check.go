@@ -38,8 +38,7 @@ func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time) []p
 	cfg.SetDefaults()
 	conn, err := connect(ctx, &cfg)
 	if err != nil {
-		return []preflight.Check{preflight.Fail("mysql.connect", err.Error(),
-			fmt.Sprintf("check source.mysql.addr (%s), source.mysql.user and the password (OUTBOXRELAY_SOURCE_MYSQL_PASSWORD); the user must be allowed to log in from this host", cfg.Addr))}
+		return []preflight.Check{connectFailure(err, &cfg)}
 	}
 	defer conn.Close()
 	p := &prober{conn: conn, cfg: &cfg}
@@ -53,6 +52,7 @@ func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time) []p
 	}
 	return []preflight.Check{
 		connectCheck,
+		tlsCheck(conn, &cfg),
 		p.logBin(),
 		p.setting("binlog_format", "ROW", "row-based events carry the inserted values"),
 		p.setting("binlog_row_image", "FULL", "with MINIMAL or NOBLOB an INSERT may omit columns"),

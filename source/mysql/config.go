@@ -8,6 +8,7 @@
 package mysql
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -26,6 +27,11 @@ type Config struct {
 	// BINLOG MONITOR (MariaDB), and SELECT on the outbox tables' metadata.
 	User     string `yaml:"user"`
 	Password string `yaml:"password"`
+	// PasswordFile is a file holding the password, read at every
+	// (re)connection (tls.go). Set it or Password, not both.
+	PasswordFile string `yaml:"password_file"`
+	// TLS to the server (tls.go). Default mode preferred.
+	TLS TLSConfig `yaml:"tls"`
 	// ServerID is this relay's replica id; required and unique among the
 	// server's replicas: two readers with one id disconnect each other.
 	ServerID uint32 `yaml:"server_id"`
@@ -51,6 +57,9 @@ type Config struct {
 	// the GTIDs up to the offset) as a MySQL reader does, instead of
 	// asking BINLOG_GTID_POS: tests run MySQL's path on MariaDB with it.
 	deriveGTIDByReading bool
+	// tlsUsed is the TLS of the last connection made with this config (nil:
+	// plaintext), set by dial for the binlog connection to match.
+	tlsUsed *tls.Config
 }
 
 // SetDefaults fills the zero fields with their defaults.
@@ -67,6 +76,7 @@ func (c *Config) SetDefaults() {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 10 * time.Second
 	}
+	c.TLS.setDefaults()
 }
 
 // Validate names the field at fault.
@@ -99,5 +109,6 @@ func (c *Config) Validate() error {
 	if c.Heartbeat < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("heartbeat: %s is too short (min 100ms)", c.Heartbeat))
 	}
+	errs = append(errs, c.validateSecurity()...)
 	return errors.Join(errs...)
 }

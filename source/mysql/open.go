@@ -217,6 +217,7 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		Port:            uint16(port),
 		User:            cfg.User,
 		Password:        cfg.Password,
+		TLSConfig:       cfg.tlsUsed, // as the metadata connection (tls.go)
 		HeartbeatPeriod: cfg.Heartbeat,
 		ReadTimeout:     3 * cfg.Heartbeat,
 		// Reconnecting is the relay's job: it restarts from the durable

@@ -25,16 +25,13 @@ type serverInfo struct {
 	rowMetadata string
 }
 
-// connect opens a plain (non-replication) connection for metadata queries.
+// connect opens a plain (non-replication) connection for metadata queries,
+// with the configured TLS and password (see Config.dial).
 func connect(ctx context.Context, cfg *Config) (*client.Conn, error) {
-	conn, err := client.ConnectWithContext(ctx, cfg.Addr, cfg.User, cfg.Password, "", cfg.ConnectTimeout,
+	return cfg.dial(ctx,
 		// go-mysql asks for collation 255, which MariaDB does not know and
 		// answers with a silent fallback that garbles UTF-8.
 		func(c *client.Conn) error { return c.SetCollation("utf8mb4_general_ci") })
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s as %s: %w", cfg.Addr, cfg.User, err)
-	}
-	return conn, nil
 }
 
 func queryString(conn *client.Conn, q string) (string, error) {

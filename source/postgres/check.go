@@ -63,7 +63,7 @@ func (s *Source) Preflight(ctx context.Context, pos string, _ time.Time) []prefl
 			FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot).Scan(&activePID, &retained)
 	}
 
-	checks := []preflight.Check{pgConnect(&f, cfg)}
+	checks := []preflight.Check{pgConnect(&f, cfg), pgTLS(conn)}
 	if f.walLevel == "logical" {
 		checks = append(checks, preflight.Pass("postgres.wal_level", "logical"))
 	} else {
@@ -118,7 +118,7 @@ func pgSenders(f *pgFacts, cfg *Config, slotActive bool) preflight.Check {
 func (s *Source) pgReplication(ctx context.Context, f *pgFacts, cfg *Config) preflight.Check {
 	const name = "postgres.replication"
 	attr := f.replication || f.superuser
-	pgxCfg, err := pgx.ParseConfig(cfg.DSN)
+	pgxCfg, err := cfg.parse()
 	if err == nil {
 		pgxCfg.ConnectTimeout = cfg.ConnectTimeout
 		conn, cerr := connectReplication(ctx, cfg, pgxCfg)

@@ -28,6 +28,12 @@ type Config struct {
 	// database, and (for create: auto) CREATE on the database and ownership
 	// of the outbox tables to create the publication.
 	DSN string `yaml:"dsn"`
+	// DSNFile is a file holding the DSN instead, read at every
+	// (re)connection. Set it or DSN, not both.
+	DSNFile string `yaml:"dsn_file"`
+	// PasswordFile is a file holding only the password, for a DSN without
+	// one; read at every (re)connection.
+	PasswordFile string `yaml:"password_file"`
 	// Slot is the logical replication slot's name. Default "outboxrelay".
 	// One relay per slot: a second one waits until the first lets go.
 	Slot string `yaml:"slot"`
@@ -59,6 +65,8 @@ type Config struct {
 	// Replay is set by `outboxrelay replay`: stream from a temporary copy of
 	// the slot, never moving the relay's own.
 	Replay bool `yaml:"-"`
+
+	password string // from PasswordFile (secrets.go)
 }
 
 // SetDefaults fills the zero fields with their defaults.
@@ -88,10 +96,11 @@ var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 // hold a password.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.DSN == "" {
-		errs = append(errs, errors.New("dsn: required"))
-	} else if _, err := pgconn.ParseConfig(c.DSN); err != nil {
-		errs = append(errs, fmt.Errorf("dsn: not a valid connection string or URL (%s)", redactErr(err, c.DSN)))
+	errs = append(errs, c.validateSecrets()...)
+	if c.DSN != "" {
+		if _, err := pgconn.ParseConfig(c.DSN); err != nil {
+			errs = append(errs, fmt.Errorf("dsn: not a valid connection string or URL (%s)", redactErr(err, c.DSN)))
+		}
 	}
 	if !slotName.MatchString(c.Slot) {
 		errs = append(errs, fmt.Errorf("slot: %q is not a valid replication slot name (lower-case letters, digits and _, at most 63)", c.Slot))

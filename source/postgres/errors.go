@@ -96,7 +96,11 @@ func describe(c *pgconn.Config) string {
 // do, marking as permanent what retrying cannot fix.
 func explain(op string, err error, c *Config) error {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
+	isPg := errors.As(err, &pgErr)
+	if e := explainSecurity(op, err, pgErr); e != nil { // secrets.go
+		return e
+	}
+	if !isPg {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	switch pgErr.Code {

@@ -75,6 +75,10 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 	if err := cfg.Validate(); err != nil {
 		return nil, backoff.Permanent(fmt.Errorf("source.postgres: %w", err))
 	}
+	cfg, err := cfg.withSecrets()
+	if err != nil {
+		return nil, err
+	}
 	r, err := open(ctx, cfg, log, from)
 	return r, hidePassword(err, cfg.DSN)
 }
@@ -88,9 +92,9 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		}
 		filter = f
 	}
-	pgxCfg, err := pgx.ParseConfig(cfg.DSN)
+	pgxCfg, err := cfg.parse()
 	if err != nil {
-		return nil, backoff.Permanent(fmt.Errorf("source.postgres.dsn: %s", redactErr(err, cfg.DSN)))
+		return nil, err
 	}
 	pgxCfg.ConnectTimeout = cfg.ConnectTimeout
 	server := describe(&pgxCfg.Config)

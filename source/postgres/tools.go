@@ -15,16 +15,19 @@ import (
 // positions without streaming.
 
 func (s *Source) connect(ctx context.Context) (*pgx.Conn, *Config, error) {
-	cfg := s.cfg
-	cfg.SetDefaults()
-	pgxCfg, err := pgx.ParseConfig(cfg.DSN)
+	cfg, err := s.cfg.withSecrets()
 	if err != nil {
-		return nil, nil, fmt.Errorf("source.postgres.dsn: %s", redactErr(err, cfg.DSN))
+		return nil, nil, err
+	}
+	cfg.SetDefaults()
+	pgxCfg, err := cfg.parse()
+	if err != nil {
+		return nil, nil, err
 	}
 	pgxCfg.ConnectTimeout = cfg.ConnectTimeout
 	conn, err := pgx.ConnectConfig(ctx, pgxCfg)
 	if err != nil {
-		return nil, nil, explain("connect to "+describe(&pgxCfg.Config), err, &cfg)
+		return nil, nil, hidePassword(explain("connect to "+describe(&pgxCfg.Config), err, &cfg), cfg.DSN)
 	}
 	return conn, &cfg, nil
 }
