@@ -153,9 +153,7 @@ func (c *Config) saramaConfig() (*sarama.Config, error) {
 	sc.Producer.Flush.Bytes = 512 << 10
 	sc.Producer.Compression, _ = compression(c.Compression)
 	sc.Metadata.Retry.Max = 2
-	// Unbuffered: the producer's gate must receive each error before
-	// sarama goes on (gate.go); the others follow for simplicity.
-	sc.ChannelBufferSize = 0
+	sc.ChannelBufferSize = 1024
 	if err := c.applySecurity(sc); err != nil {
 		return nil, err
 	}

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	"github.com/IBM/sarama"
 	"golang.org/x/net/proxy"
@@ -18,94 +18,102 @@ var errFenced = errors.New("the producer stopped producing after a failed acknow
 //
 // Sarama's idempotent producer, after a batch fails, lets the next batch of
 // the same partition go — records of the same key, queued behind the
-// failed one — once it has handed the failed batch's errors to its Errors
-// channel. The gate is that channel's only reader, and every write to a
-// broker connection asks it for leave first. Since an error is received
-// before the next batch exists as a write, and the gate answers questions
-// only between receiving, no write can pass after the first error.
+// failed one — but only after it has put the failed batch's errors into
+// its Errors channel (every path that fails messages does so before
+// releasing their partition). So a write may go only while that channel is
+// empty and no error was taken from it: the gate takes errors out under
+// the same lock as writes check it, fencing as it takes them.
 type gate struct {
-	ask    chan chan bool // a write asks whether it may go
-	feed   chan (<-chan *sarama.ProducerError)
+	mu     sync.Mutex
+	errs   <-chan *sarama.ProducerError // sarama's Errors channel, once the producer exists
+	fenced bool
 	out    chan *sarama.ProducerError
-	fenced atomic.Bool
 	done   chan struct{}
 	once   sync.Once
 }
 
-// newGate starts the gate: it answers writes at once (the client writes
-// before the producer, and so its Errors channel, exists).
 func newGate() *gate {
-	g := &gate{ask: make(chan chan bool), feed: make(chan (<-chan *sarama.ProducerError), 1),
-		out: make(chan *sarama.ProducerError), done: make(chan struct{})}
-	go g.run()
-	return g
+	return &gate{out: make(chan *sarama.ProducerError), done: make(chan struct{})}
 }
 
-// errors makes the gate read sarama's errors and hand them on; receiving
-// one fences. The returned channel is closed once in is closed and every
-// error was handed on.
+// errors starts handing sarama's errors on; taking one fences. The
+// returned channel closes once in has closed and every error was handed on.
 func (g *gate) errors(in <-chan *sarama.ProducerError) <-chan *sarama.ProducerError {
-	g.feed <- in
+	g.mu.Lock()
+	g.errs = in
+	g.mu.Unlock()
+	go g.run()
 	return g.out
 }
 
+// pollEvery is how often the gate looks for errors. It cannot block on the
+// channel: taking an error must happen under the lock writes take.
+const pollEvery = 2 * time.Millisecond
+
 func (g *gate) run() {
-	var in <-chan *sarama.ProducerError
-	fed := false
-	var queue []*sarama.ProducerError // never block on out: keep answering
-	for !fed || in != nil || len(queue) > 0 {
-		var send chan<- *sarama.ProducerError
-		var head *sarama.ProducerError
-		if len(queue) > 0 {
-			send, head = g.out, queue[0]
-		}
-		select {
-		case c := <-g.feed:
-			in, fed = c, true
-		case e, ok := <-in:
-			if !ok {
-				in = nil
-				continue
-			}
-			g.fenced.Store(true)
-			queue = append(queue, e)
-		case reply := <-g.ask:
-			reply <- !g.fenced.Load()
-		case send <- head:
-			queue[0] = nil
-			queue = queue[1:]
-		case <-g.done:
-			return
-		}
-	}
-	close(g.out)
-	// Questions after the producer closed: answer until the gate closes,
-	// so that no write hangs.
+	t := time.NewTicker(pollEvery)
+	defer t.Stop()
+	var batch []*sarama.ProducerError
 	for {
-		select {
-		case reply := <-g.ask:
-			reply <- false
-		case <-g.done:
+		closed := false
+		g.mu.Lock()
+	take:
+		for len(batch) < 256 {
+			select {
+			case e, ok := <-g.errs:
+				if !ok {
+					closed = true
+					break take
+				}
+				g.fenced = true
+				batch = append(batch, e)
+			default:
+				break take
+			}
+		}
+		g.mu.Unlock()
+		for i, e := range batch {
+			select {
+			case g.out <- e:
+			case <-g.done:
+				return
+			}
+			batch[i] = nil
+		}
+		taken := len(batch)
+		batch = batch[:0]
+		if closed {
+			close(g.out)
 			return
+		}
+		if taken == 0 {
+			select {
+			case <-t.C:
+			case <-g.done:
+				return
+			}
 		}
 	}
 }
 
 // fence stops every later write (Abort).
-func (g *gate) fence() { g.fenced.Store(true) }
+func (g *gate) fence() {
+	g.mu.Lock()
+	g.fenced = true
+	g.mu.Unlock()
+}
+
+func (g *gate) isFenced() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.fenced
+}
 
 // allow reports whether a write may go to a broker now.
 func (g *gate) allow() bool {
-	if g.fenced.Load() {
-		return false
-	}
-	reply := make(chan bool, 1)
-	select {
-	case g.ask <- reply:
-		return <-reply
-	case <-g.done:
-		return false
-	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.fenced && (g.errs == nil || len(g.errs) == 0)
 }
 
 func (g *gate) close() { g.once.Do(func() { close(g.done) }) }
@@ -124,7 +132,7 @@ type gateDialer struct {
 }
 
 func (d gateDialer) Dial(network, addr string) (net.Conn, error) {
-	if d.g.fenced.Load() {
+	if d.g.isFenced() {
 		return nil, errFenced
 	}
 	c, err := d.d.Dial(network, addr)

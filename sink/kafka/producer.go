@@ -14,7 +14,6 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/outboxrelay/outboxrelay/internal/failpoint"
 	"github.com/outboxrelay/outboxrelay/sink"
 )
 
@@ -86,7 +85,7 @@ func New(cfg Config, log zerolog.Logger) (*Producer, error) {
 	sc.Net.Proxy.Enable, sc.Net.Proxy.Dialer = true, g.dialer(sc)
 	backoff := sc.Producer.Retry.BackoffFunc
 	sc.Producer.Retry.BackoffFunc = func(retries, max int) time.Duration {
-		if g.fenced.Load() {
+		if g.isFenced() {
 			return 0 // stopped: fail what is left at once
 		}
 		return backoff(retries, max)
@@ -253,7 +252,6 @@ func (k *Producer) Send(ctx context.Context, r sink.Record, ack sink.AckFunc) er
 	}
 	select {
 	case k.p.Input() <- m:
-		failpoint.Inject("produce-before-ack")
 		return nil
 	case <-ctx.Done():
 		k.pending.Add(-1)

@@ -51,6 +51,11 @@ func TestProducerStopsAtFirstRefusal(t *testing.T) {
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
+	// Slow answers: while the refused request is out, the next batch of
+	// the partition fills behind it and waits (sarama keeps one in flight
+	// per partition) — then, once the refusal is in, sarama numbers it in
+	// the bumped epoch from 0, which a broker accepts.
+	b.DelayProduce(0, 100*time.Millisecond)
 	refused := b.RefuseProduce("t", 87, 0) // INVALID_RECORD
 	var mu sync.Mutex
 	failed := map[int]bool{}
