@@ -19,7 +19,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/checkpoint/file"
 	"github.com/outboxrelay/outboxrelay/internal/config"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
-	"github.com/outboxrelay/outboxrelay/internal/preflight"
+	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/sink/kafka"
 	"github.com/outboxrelay/outboxrelay/source/mysql"
 	"github.com/outboxrelay/outboxrelay/source/postgres"

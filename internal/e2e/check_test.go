@@ -19,8 +19,8 @@ import (
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/checkpoint/file"
 	"github.com/outboxrelay/outboxrelay/internal/devbroker"
-	"github.com/outboxrelay/outboxrelay/internal/preflight"
 	"github.com/outboxrelay/outboxrelay/internal/testdb"
+	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/sink/kafka"
 )
 

@@ -13,9 +13,9 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/internal/cli"
 	"github.com/outboxrelay/outboxrelay/internal/devbroker"
-	"github.com/outboxrelay/outboxrelay/internal/preflight"
 	"github.com/outboxrelay/outboxrelay/internal/testcert"
 	"github.com/outboxrelay/outboxrelay/internal/testdb"
+	"github.com/outboxrelay/outboxrelay/preflight"
 )
 
 // The relay against parts that require TLS and authentication: a MariaDB

@@ -10,6 +10,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/internal/failpoint"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/outboxrelay/outboxrelay/source"
@@ -106,6 +107,9 @@ func (p *pump) sendPiece(ctx context.Context) error {
 			}
 		}
 		err = p.sink.Send(ctx, rec, ack)
+		if err == nil {
+			failpoint.Inject("produce-before-ack")
+		}
 		if errors.Is(err, sink.ErrTooLarge) {
 			send, perr := p.r.onBadRow(row, p.tooLarge(row, tx.ID, index, rec, err.Error()), true, &rec)
 			switch {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/IBM/sarama"
 
-	"github.com/outboxrelay/outboxrelay/internal/preflight"
+	"github.com/outboxrelay/outboxrelay/preflight"
 )
 
 // securityChecks are `outboxrelay check`'s kafka.tls (the handshake with

@@ -12,7 +12,7 @@ import (
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/rs/zerolog"
 
-	"github.com/outboxrelay/outboxrelay/internal/preflight"
+	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/schema"
 )
 

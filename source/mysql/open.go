@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -80,7 +79,7 @@ func resolve(conn *client.Conn, si serverInfo, cfg *Config) (Position, error) {
 			return Position{}, err
 		}
 		if len(logs) == 0 {
-			return Position{}, backoff.Permanent(errors.New("the server has no binary logs"))
+			return Position{}, source.Permanent(errors.New("the server has no binary logs"))
 		}
 		p := Position{File: logs[0].name, Offset: 4}
 		if si.flavor == gomysql.MariaDBFlavor {
@@ -95,7 +94,7 @@ func resolve(conn *client.Conn, si serverInfo, cfg *Config) (Position, error) {
 	}
 	p, err := ParsePosition(cfg.Start)
 	if err != nil {
-		return Position{}, backoff.Permanent(fmt.Errorf("source.mysql.start: %w", err))
+		return Position{}, source.Permanent(fmt.Errorf("source.mysql.start: %w", err))
 	}
 	return p, nil
 }
@@ -122,7 +121,7 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 	cfg.SetDefaults()
 	filter, err := schema.NewFilter(cfg.Tables)
 	if err != nil {
-		return nil, backoff.Permanent(fmt.Errorf("source.mysql.tables: %w", err))
+		return nil, source.Permanent(fmt.Errorf("source.mysql.tables: %w", err))
 	}
 	conn, err := connect(ctx, &cfg)
 	if err != nil {
@@ -140,10 +139,10 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 			return nil, err
 		}
 	} else if start, err = ParsePosition(from); err != nil {
-		return nil, backoff.Permanent(fmt.Errorf("stored checkpoint: %w", err))
+		return nil, source.Permanent(fmt.Errorf("stored checkpoint: %w", err))
 	}
 	if start.File == "" && !si.gtidEnabled {
-		return nil, backoff.Permanent(fmt.Errorf("position %s is a GTID set, but the server has GTIDs off: give a FILE:OFFSET position", start))
+		return nil, source.Permanent(fmt.Errorf("position %s is a GTID set, but the server has GTIDs off: give a FILE:OFFSET position", start))
 	}
 	// With a GTID set the relay resumes by it: that survives a fail-over
 	// to another server, whose binlog files differ (and may share names).
@@ -172,7 +171,7 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 	}
 	if engines, err := outboxEngines(conn, filter); err == nil {
 		if err := nonTransactional(engines); err != nil {
-			return nil, backoff.Permanent(fmt.Errorf("source.mysql.tables: %w: make them InnoDB (ALTER TABLE … ENGINE=InnoDB)", err))
+			return nil, source.Permanent(fmt.Errorf("source.mysql.tables: %w: make them InnoDB (ALTER TABLE … ENGINE=InnoDB)", err))
 		}
 	}
 	// Before streaming: the decode hook reads r.fallback.
@@ -203,7 +202,7 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		}
 		if !seek {
 			if r.gtids, err = newGTIDState(si.flavor, set); err != nil {
-				return nil, backoff.Permanent(fmt.Errorf("position %s: %w", start, err))
+				return nil, source.Permanent(fmt.Errorf("position %s: %w", start, err))
 			}
 		}
 	}
@@ -241,7 +240,7 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		// set: for a position inside a transaction, that transaction.
 		var set gomysql.GTIDSet
 		if set, err = gomysql.ParseGTIDSet(si.flavor, start.GTID()); err != nil {
-			return nil, backoff.Permanent(fmt.Errorf("position %s: bad %s GTID set: %w", start, si.flavor, err))
+			return nil, source.Permanent(fmt.Errorf("position %s: bad %s GTID set: %w", start, si.flavor, err))
 		}
 		err = src.startGTID(set)
 	default:
@@ -267,7 +266,7 @@ func binlogGTIDPos(conn *client.Conn, p Position) (string, error) {
 		return "", fmt.Errorf("%s: no result", q)
 	}
 	if null, _ := r.IsNull(0, 0); null {
-		return "", backoff.Permanent(fmt.Errorf("position %s: the server cannot tell its GTID set (BINLOG_GTID_POS is NULL: the offset is not at an event boundary of that file); pick a position from SHOW BINLOG EVENTS", p))
+		return "", source.Permanent(fmt.Errorf("position %s: the server cannot tell its GTID set (BINLOG_GTID_POS is NULL: the offset is not at an event boundary of that file); pick a position from SHOW BINLOG EVENTS", p))
 	}
 	v, err := r.GetString(0, 0)
 	return strings.Clone(v), err

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 	"github.com/google/uuid"
@@ -130,7 +129,7 @@ func (r *Reader) decodeRows(e *replication.RowsEvent, data []byte) error {
 		r.decisions[e.TableID] = d
 	}
 	if d.include && len(t.ColumnName) == 0 && r.fallback == nil {
-		err := backoff.Permanent(fmt.Errorf("table %s.%s: the binlog carries no column names: set binlog_row_metadata=FULL on the server (MySQL ≥ 8.0.1, MariaDB ≥ 10.5)", t.Schema, t.Table))
+		err := source.Permanent(fmt.Errorf("table %s.%s: the binlog carries no column names: set binlog_row_metadata=FULL on the server (MySQL ≥ 8.0.1, MariaDB ≥ 10.5)", t.Schema, t.Table))
 		r.decodeErr = err
 		r.decideMu.Unlock()
 		return err
@@ -175,7 +174,7 @@ func (r *Reader) streamError(err error) error {
 		if strings.Contains(me.Message, "server_id") || strings.Contains(me.Message, "server_uuid") {
 			return fmt.Errorf("another replica uses server_id %d: give each relay a unique source.mysql.server_id: %w", r.cfg.ServerID, err)
 		}
-		return backoff.Permanent(fmt.Errorf("the server cannot send the binlog from the relay's position (the log may have been purged): %s; see `outboxrelay checkpoint show` and docs/operations.md", me.Message))
+		return source.Permanent(fmt.Errorf("the server cannot send the binlog from the relay's position (the log may have been purged): %s; see `outboxrelay checkpoint show` and docs/operations.md", me.Message))
 	}
 	if strings.Contains(err.Error(), "A slave with the same server_uuid/server_id") {
 		return fmt.Errorf("another replica uses server_id %d: give each relay a unique source.mysql.server_id: %w", r.cfg.ServerID, err)
@@ -208,13 +207,13 @@ func (r *Reader) step(ev *replication.BinlogEvent) error {
 		return err
 	}
 	if r.file != r.seekFile || at != r.seekTo {
-		return backoff.Permanent(fmt.Errorf("position %s:%d is not at the start of a binlog event (the next event starts at %s:%d): pick a position from SHOW BINLOG EVENTS", r.seekFile, r.seekTo, r.file, at))
+		return source.Permanent(fmt.Errorf("position %s:%d is not at the start of a binlog event (the next event starts at %s:%d): pick a position from SHOW BINLOG EVENTS", r.seekFile, r.seekTo, r.file, at))
 	}
 	if r.g != nil {
-		return backoff.Permanent(fmt.Errorf("position %s:%d is inside a transaction (it began at %s): resume after an Xid or COMMIT event", r.seekFile, r.seekTo, r.g.id))
+		return source.Permanent(fmt.Errorf("position %s:%d is inside a transaction (it began at %s): resume after an Xid or COMMIT event", r.seekFile, r.seekTo, r.g.id))
 	}
 	if r.gtids == nil {
-		return backoff.Permanent(fmt.Errorf("binlog %s has no Previous_gtids event: the GTID set at %s:%d cannot be derived; give the position with its GTID set (FILE:OFFSET@GTIDSET)", r.seekFile, r.seekFile, r.seekTo))
+		return source.Permanent(fmt.Errorf("binlog %s has no Previous_gtids event: the GTID set at %s:%d cannot be derived; give the position with its GTID set (FILE:OFFSET@GTIDSET)", r.seekFile, r.seekFile, r.seekTo))
 	}
 	r.seekTo = 0
 	r.log.Info().Str("position", r.here(at).String()).Msg("derived the GTID set of the start position")
@@ -294,7 +293,7 @@ func (r *Reader) fileGTIDs(set string) error {
 	}
 	s, err := newGTIDState(r.si.flavor, set)
 	if err != nil {
-		return backoff.Permanent(fmt.Errorf("the GTID set before binlog %s: %w", r.file, err))
+		return source.Permanent(fmt.Errorf("the GTID set before binlog %s: %w", r.file, err))
 	}
 	r.gtids = s
 	return nil
@@ -328,7 +327,7 @@ func (r *Reader) abandonOpen(h *replication.EventHeader) error {
 		return nil
 	}
 	if g.handed > g.skip {
-		return backoff.Permanent(fmt.Errorf("the transaction at %s (binlog %s) has no end before the next one at offset %d, but %d of its rows were already published: the binlog is damaged; republish or skip its rows and move the checkpoint past it with `outboxrelay checkpoint set`", g.id, r.file, h.LogPos-h.EventSize, g.handed-g.skip))
+		return source.Permanent(fmt.Errorf("the transaction at %s (binlog %s) has no end before the next one at offset %d, but %d of its rows were already published: the binlog is damaged; republish or skip its rows and move the checkpoint past it with `outboxrelay checkpoint set`", g.id, r.file, h.LogPos-h.EventSize, g.handed-g.skip))
 	}
 	r.log.Warn().Str("transaction", g.id).Msg("binlog event group without an end (the server stopped while writing it): it never committed, its rows are dropped")
 	r.g = nil
@@ -423,7 +422,7 @@ func (r *Reader) onQuery(h *replication.EventHeader, e *replication.QueryEvent) 
 		return nil
 	case qDML:
 		if t := r.outboxNamed(string(e.Query)); t != "" {
-			return backoff.Permanent(fmt.Errorf("transaction at %s: the binlog holds a statement-based change to outbox table %s (%.80q), which the relay cannot decode: a session ran with binlog_format other than ROW. Set binlog_format=ROW for every session (SET GLOBAL, and no SET SESSION binlog_format), republish those rows with `outboxrelay republish`, and move the checkpoint past %s:%d with `outboxrelay checkpoint set`", g.id, t, e.Query, r.file, h.LogPos))
+			return source.Permanent(fmt.Errorf("transaction at %s: the binlog holds a statement-based change to outbox table %s (%.80q), which the relay cannot decode: a session ran with binlog_format other than ROW. Set binlog_format=ROW for every session (SET GLOBAL, and no SET SESSION binlog_format), republish those rows with `outboxrelay republish`, and move the checkpoint past %s:%d with `outboxrelay checkpoint set`", g.id, t, e.Query, r.file, h.LogPos))
 		}
 	case qOther:
 		if r.fallback != nil {
@@ -550,7 +549,7 @@ func (r *Reader) end(h *replication.EventHeader, g *group) (Position, error) {
 func (r *Reader) commit(h *replication.EventHeader) error {
 	g := r.g
 	if g.collect != nil {
-		return backoff.Permanent(fmt.Errorf("XA COMMIT %s: the events at %s:%d, where the relay recorded its XA PREPARE, end with a commit instead: the binlog does not match the relay's position", xidText(g.collect.xid), g.collect.prepared.File, g.collect.prepared.Offset))
+		return source.Permanent(fmt.Errorf("XA COMMIT %s: the events at %s:%d, where the relay recorded its XA PREPARE, end with a commit instead: the binlog does not match the relay's position", xidText(g.collect.xid), g.collect.prepared.File, g.collect.prepared.Offset))
 	}
 	if g.scanning {
 		return r.startReplay(g)
@@ -569,7 +568,7 @@ func (r *Reader) commit(h *replication.EventHeader) error {
 func (r *Reader) rollback(h *replication.EventHeader) error {
 	g := r.g
 	if g.handed > g.skip {
-		return backoff.Permanent(fmt.Errorf("transaction at %s ends with ROLLBACK after %d of its rows were published: the relay published rows the server rolled back. Keep outbox tables transactional (InnoDB) and out of transactions that change non-transactional tables", g.id, g.handed-g.skip))
+		return source.Permanent(fmt.Errorf("transaction at %s ends with ROLLBACK after %d of its rows were published: the relay published rows the server rolled back. Keep outbox tables transactional (InnoDB) and out of transactions that change non-transactional tables", g.id, g.handed-g.skip))
 	}
 	g.buf, g.scanning = nil, false
 	end, err := r.end(h, g)
@@ -591,7 +590,7 @@ func (r *Reader) startReplay(g *group) error {
 func (r *Reader) onXAPrepare(h *replication.EventHeader, data []byte) error {
 	p, err := parseXAPrepare(data)
 	if err != nil {
-		return backoff.Permanent(fmt.Errorf("binlog %s at %d: %w", r.file, h.LogPos, err))
+		return source.Permanent(fmt.Errorf("binlog %s at %d: %w", r.file, h.LogPos, err))
 	}
 	if r.g == nil {
 		r.open(h)
@@ -602,7 +601,7 @@ func (r *Reader) onXAPrepare(h *replication.EventHeader, data []byte) error {
 	}
 	if c := g.collect; c != nil {
 		if p.xid != c.xid {
-			return backoff.Permanent(fmt.Errorf("XA COMMIT %s: the events at %s:%d, where the relay recorded its XA PREPARE, prepare %s instead: the binlog does not match the relay's position", xidText(c.xid), c.prepared.File, c.prepared.Offset, xidText(p.xid)))
+			return source.Permanent(fmt.Errorf("XA COMMIT %s: the events at %s:%d, where the relay recorded its XA PREPARE, prepare %s instead: the binlog does not match the relay's position", xidText(c.xid), c.prepared.File, c.prepared.Offset, xidText(p.xid)))
 		}
 		if g.scanning {
 			return r.startReplay(g)
@@ -699,7 +698,7 @@ func (r *Reader) restream(file string, offset uint32) error {
 	if err := r.events.seek(file, offset); err != nil {
 		var me *gomysql.MyError
 		if errors.As(err, &me) && me.Code == gomysql.ER_MASTER_FATAL_ERROR_READING_BINLOG {
-			return backoff.Permanent(fmt.Errorf("read the binlog again at %s:%d (a prepared XA transaction, or a large transaction with savepoints, starts there): %s: keep binlogs until prepared XA transactions are resolved", file, offset, me.Message))
+			return source.Permanent(fmt.Errorf("read the binlog again at %s:%d (a prepared XA transaction, or a large transaction with savepoints, starts there): %s: keep binlogs until prepared XA transactions are resolved", file, offset, me.Message))
 		}
 		return fmt.Errorf("read the binlog again at %s:%d: %w", file, offset, err)
 	}
@@ -717,9 +716,9 @@ func (r *Reader) table(tm *replication.TableMapEvent, h *replication.EventHeader
 		t = r.fallback.Get(string(tm.Schema), string(tm.Table))
 		switch {
 		case t == nil:
-			return nil, backoff.Permanent(fmt.Errorf("table %s.%s at %s:%d: the binlog carries no column names and information_schema does not show the table to the relay's user: grant it SELECT on the table, or set binlog_row_metadata=FULL", tm.Schema, tm.Table, r.file, h.LogPos))
+			return nil, source.Permanent(fmt.Errorf("table %s.%s at %s:%d: the binlog carries no column names and information_schema does not show the table to the relay's user: grant it SELECT on the table, or set binlog_row_metadata=FULL", tm.Schema, tm.Table, r.file, h.LogPos))
 		case uint64(len(t.Columns)) != tm.ColumnCount:
-			return nil, backoff.Permanent(fmt.Errorf("table %s.%s at %s:%d: the row has %d columns but information_schema lists %d (%v): the table changed after this row was written, and without column names in the binlog (binlog_row_metadata=MINIMAL) the relay cannot map rows across that change. Set binlog_row_metadata=FULL; then move the checkpoint past this change with `outboxrelay checkpoint set` or restore the old layout", tm.Schema, tm.Table, r.file, h.LogPos, tm.ColumnCount, len(t.Columns), t.Columns))
+			return nil, source.Permanent(fmt.Errorf("table %s.%s at %s:%d: the row has %d columns but information_schema lists %d (%v): the table changed after this row was written, and without column names in the binlog (binlog_row_metadata=MINIMAL) the relay cannot map rows across that change. Set binlog_row_metadata=FULL; then move the checkpoint past this change with `outboxrelay checkpoint set` or restore the old layout", tm.Schema, tm.Table, r.file, h.LogPos, tm.ColumnCount, len(t.Columns), t.Columns))
 		}
 	} else {
 		cols := make([]string, len(tm.ColumnName))
@@ -743,7 +742,7 @@ func (r *Reader) onDDL(q string, h *replication.EventHeader) error {
 	if r.cfg.Replay {
 		for _, name := range r.fallbackNames() {
 			if mentions(q, name) {
-				return backoff.Permanent(fmt.Errorf("replay stops at %s:%d: a DDL statement changes outbox table %s there (%.80q), and with binlog_row_metadata=MINIMAL the relay cannot map rows from before it; replay up to this position, or set binlog_row_metadata=FULL", r.file, h.LogPos, name, q))
+				return source.Permanent(fmt.Errorf("replay stops at %s:%d: a DDL statement changes outbox table %s there (%.80q), and with binlog_row_metadata=MINIMAL the relay cannot map rows from before it; replay up to this position, or set binlog_row_metadata=FULL", r.file, h.LogPos, name, q))
 			}
 		}
 		return nil

@@ -9,9 +9,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // serverInfo is what the relay needs to know about the server before it
@@ -61,7 +62,7 @@ func inspect(conn *client.Conn, cfg *Config) (serverInfo, error) {
 		si.flavor = gomysql.MariaDBFlavor
 	}
 	if cfg.Flavor != "" && cfg.Flavor != si.flavor {
-		return si, backoff.Permanent(fmt.Errorf("source.mysql.flavor is %q but the server at %s is %s (%s)", cfg.Flavor, cfg.Addr, si.flavor, si.version))
+		return si, source.Permanent(fmt.Errorf("source.mysql.flavor is %q but the server at %s is %s (%s)", cfg.Flavor, cfg.Addr, si.flavor, si.version))
 	}
 	vars := map[string]string{}
 	r, err := conn.Execute("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin','binlog_format','binlog_row_image','binlog_row_metadata','gtid_mode')")
@@ -89,7 +90,7 @@ func inspect(conn *client.Conn, cfg *Config) (serverInfo, error) {
 	// (see Reader.fallback); the check command reports it.
 	si.rowMetadata = vars["binlog_row_metadata"]
 	if len(problems) > 0 {
-		return si, backoff.Permanent(fmt.Errorf("server %s cannot feed the relay: %s", cfg.Addr, strings.Join(problems, "; ")))
+		return si, source.Permanent(fmt.Errorf("server %s cannot feed the relay: %s", cfg.Addr, strings.Join(problems, "; ")))
 	}
 	// MariaDB always writes GTIDs; MySQL only with gtid_mode=ON.
 	si.gtidEnabled = si.flavor == gomysql.MariaDBFlavor || vars["gtid_mode"] == "ON"
@@ -145,7 +146,7 @@ func currentPosition(conn *client.Conn, si serverInfo) (Position, error) {
 	}
 	if r.RowNumber() == 0 {
 		r.Close()
-		return p, backoff.Permanent(fmt.Errorf("%s is empty: binary logging is off", q))
+		return p, source.Permanent(fmt.Errorf("%s is empty: binary logging is off", q))
 	}
 	file, _ := r.GetString(0, 0)
 	p.File = strings.Clone(file)
@@ -177,7 +178,7 @@ func currentPosition(conn *client.Conn, si serverInfo) (Position, error) {
 func checkGTIDsKept(conn *client.Conn, si serverInfo, p Position) error {
 	set, err := gomysql.ParseGTIDSet(si.flavor, p.GTID())
 	if err != nil {
-		return backoff.Permanent(fmt.Errorf("position %s: not a %s GTID set: %w", p, si.flavor, err))
+		return source.Permanent(fmt.Errorf("position %s: not a %s GTID set: %w", p, si.flavor, err))
 	}
 	kept := true
 	if si.flavor == gomysql.MariaDBFlavor {
@@ -188,7 +189,7 @@ func checkGTIDsKept(conn *client.Conn, si serverInfo, p Position) error {
 			return err
 		}
 		if len(logs) == 0 {
-			return backoff.Permanent(errors.New("the server has no binary logs"))
+			return source.Permanent(errors.New("the server has no binary logs"))
 		}
 		oldest, err := binlogGTIDPos(conn, Position{File: logs[0].name, Offset: 4})
 		if err != nil {
@@ -212,7 +213,7 @@ func checkGTIDsKept(conn *client.Conn, si serverInfo, p Position) error {
 			return err
 		}
 	}
-	return backoff.Permanent(fmt.Errorf("position %s: transactions after its GTID set have been purged from the server's binlogs: the relay cannot resume without losing them. Either restore them (replay from a backup, or `outboxrelay republish` from the outbox tables) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p))
+	return source.Permanent(fmt.Errorf("position %s: transactions after its GTID set have been purged from the server's binlogs: the relay cannot resume without losing them. Either restore them (replay from a backup, or `outboxrelay republish` from the outbox tables) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p))
 }
 
 // checkServable verifies that the server still has the binlog at p, so the
@@ -225,7 +226,7 @@ func checkServable(conn *client.Conn, p Position) error {
 	for _, f := range logs {
 		if f.name == p.File {
 			if uint64(p.Offset) > f.size {
-				return backoff.Permanent(fmt.Errorf("position %s is beyond the end of %s (%d bytes): the checkpoint does not belong to this server; set a valid one with `outboxrelay checkpoint set`", p, f.name, f.size))
+				return source.Permanent(fmt.Errorf("position %s is beyond the end of %s (%d bytes): the checkpoint does not belong to this server; set a valid one with `outboxrelay checkpoint set`", p, f.name, f.size))
 			}
 			return nil
 		}
@@ -234,7 +235,7 @@ func checkServable(conn *client.Conn, p Position) error {
 	if len(logs) > 0 {
 		have = logs[0].name + " … " + logs[len(logs)-1].name
 	}
-	return backoff.Permanent(fmt.Errorf("position %s: binlog file %s is no longer on the server (it has %s): events after the checkpoint were purged before the relay read them. Either restore them (replay from a backup) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p, p.File, have))
+	return source.Permanent(fmt.Errorf("position %s: binlog file %s is no longer on the server (it has %s): events after the checkpoint were purged before the relay read them. Either restore them (replay from a backup) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p, p.File, have))
 }
 
 // FreeServerID picks a replica server_id for a tool (replay, position

@@ -10,11 +10,12 @@ import (
 	"os"
 	"strings"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 
-	"github.com/outboxrelay/outboxrelay/internal/preflight"
+	"github.com/outboxrelay/outboxrelay/preflight"
+
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // TLS modes, as the mysql client's --ssl-mode.
@@ -95,17 +96,17 @@ func (c *Config) tlsClientConfig() (*tls.Config, error) {
 	if t.CAFile != "" {
 		pem, err := os.ReadFile(t.CAFile)
 		if err != nil {
-			return nil, backoff.Permanent(&tlsFailure{fmt.Errorf("source.mysql.tls.ca_file: %w", err)})
+			return nil, source.Permanent(&tlsFailure{fmt.Errorf("source.mysql.tls.ca_file: %w", err)})
 		}
 		tc.RootCAs = x509.NewCertPool()
 		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, backoff.Permanent(&tlsFailure{fmt.Errorf("source.mysql.tls.ca_file: %s holds no PEM certificate", t.CAFile)})
+			return nil, source.Permanent(&tlsFailure{fmt.Errorf("source.mysql.tls.ca_file: %s holds no PEM certificate", t.CAFile)})
 		}
 	}
 	if t.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
-			return nil, backoff.Permanent(&tlsFailure{fmt.Errorf("source.mysql.tls.cert_file and key_file: %w", err)})
+			return nil, source.Permanent(&tlsFailure{fmt.Errorf("source.mysql.tls.cert_file and key_file: %w", err)})
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
@@ -146,7 +147,7 @@ func (c *Config) dial(ctx context.Context, opts ...client.Option) (*client.Conn,
 	if c.PasswordFile != "" {
 		pw, err := readSecret(c.PasswordFile)
 		if err != nil {
-			return nil, backoff.Permanent(fmt.Errorf("source.mysql.password_file: %w", err))
+			return nil, source.Permanent(fmt.Errorf("source.mysql.password_file: %w", err))
 		}
 		c.Password = pw
 	}
@@ -249,13 +250,13 @@ func (c *Config) explainConnect(err error, gc *greetingConn) error {
 	encrypted := c.tlsUsed != nil
 	switch {
 	case errors.As(err, &hostErr):
-		return backoff.Permanent(&tlsFailure{fmt.Errorf("%w: the server's certificate does not name the host the relay connects to: set source.mysql.addr to a name it carries, or source.mysql.tls.server_name (or tls.mode: verify-ca to check only the CA)", base)})
+		return source.Permanent(&tlsFailure{fmt.Errorf("%w: the server's certificate does not name the host the relay connects to: set source.mysql.addr to a name it carries, or source.mysql.tls.server_name (or tls.mode: verify-ca to check only the CA)", base)})
 	case errors.As(err, &unknownCA), errors.As(err, &invalid), errors.As(err, &verr):
-		return backoff.Permanent(&tlsFailure{fmt.Errorf("%w: the server's certificate is not trusted: set source.mysql.tls.ca_file to the PEM file of the CA that signed it", base)})
+		return source.Permanent(&tlsFailure{fmt.Errorf("%w: the server's certificate is not trusted: set source.mysql.tls.ca_file to the PEM file of the CA that signed it", base)})
 	case gc != nil && gc.done && !gc.offersTLS && encrypted:
-		return backoff.Permanent(&tlsFailure{fmt.Errorf("%w: source.mysql.tls.mode is %s but the server does not offer TLS: enable TLS on the server (ssl_cert, ssl_key) or set source.mysql.tls.mode: preferred", base, c.TLS.Mode)})
+		return source.Permanent(&tlsFailure{fmt.Errorf("%w: source.mysql.tls.mode is %s but the server does not offer TLS: enable TLS on the server (ssl_cert, ssl_key) or set source.mysql.tls.mode: preferred", base, c.TLS.Mode)})
 	case errors.As(err, &me) && me.Code == erSecureTransportRequired:
-		return backoff.Permanent(&tlsFailure{fmt.Errorf("%w: the server requires TLS: set source.mysql.tls.mode to verify-identity (with tls.ca_file) or required", base)})
+		return source.Permanent(&tlsFailure{fmt.Errorf("%w: the server requires TLS: set source.mysql.tls.mode to verify-identity (with tls.ca_file) or required", base)})
 	case errors.As(err, &me) && (me.Code == gomysql.ER_ACCESS_DENIED_ERROR || me.Code == gomysql.ER_ACCESS_DENIED_NO_PASSWORD_ERROR):
 		fix := "check source.mysql.user and source.mysql.password (or source.mysql.password_file)"
 		switch {
@@ -266,7 +267,7 @@ func (c *Config) explainConnect(err error, gc *greetingConn) error {
 		case encrypted && c.TLS.CertFile == "":
 			fix += "; if the account was created with REQUIRE X509 (or SUBJECT/ISSUER), set source.mysql.tls.cert_file and key_file"
 		}
-		return backoff.Permanent(fmt.Errorf("%w: %s", base, fix))
+		return source.Permanent(fmt.Errorf("%w: %s", base, fix))
 	}
 	return base
 }

@@ -2,18 +2,18 @@ package mysql
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/outboxrelay/outboxrelay/internal/testcert"
 	"github.com/outboxrelay/outboxrelay/internal/testdb"
+
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 func TestValidateTLS(t *testing.T) {
@@ -157,8 +157,7 @@ func TestIntegrationTLS(t *testing.T) {
 				t.Fatal("Open succeeded")
 			}
 			t.Logf("after %v: %v", time.Since(start).Round(time.Millisecond), err)
-			var perm *backoff.PermanentError
-			if !errors.As(err, &perm) {
+			if !source.IsPermanent(err) {
 				t.Errorf("not permanent: the relay would retry it forever")
 			}
 			for _, w := range tt.want {
@@ -183,8 +182,7 @@ func TestIntegrationTLSPlaintextServer(t *testing.T) {
 		t.Fatalf("preferred: %v", err)
 	}
 	err := tlsReader(t, db, Config{User: db.User, Password: db.Password, TLS: TLSConfig{Mode: TLSRequired}})
-	var perm *backoff.PermanentError
-	if err == nil || !errors.As(err, &perm) || !strings.Contains(err.Error(), "does not offer TLS") {
+	if err == nil || !source.IsPermanent(err) || !strings.Contains(err.Error(), "does not offer TLS") {
 		t.Fatalf("required on a plaintext server: %v, want a permanent error saying the server does not offer TLS", err)
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/outboxrelay/outboxrelay/internal/preflight"
+	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/schema"
 )
 

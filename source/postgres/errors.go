@@ -7,8 +7,9 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // SQLSTATE codes the source explains.
@@ -80,10 +81,7 @@ func hidePassword(err error, dsn string) error {
 	if err == nil {
 		return nil
 	}
-	var perm *backoff.PermanentError
-	if errors.As(err, &perm) {
-		return backoff.Permanent(hidePassword(perm.Err, dsn))
-	}
+	// It still unwraps to err, so a permanent error stays permanent.
 	return &redacted{msg: redactErr(err, dsn), err: err}
 }
 
@@ -108,18 +106,18 @@ func explain(op string, err error, c *Config) error {
 		// Retryable: the other relay may stop, and then this one takes over.
 		return fmt.Errorf("%s: another relay (or client) holds replication slot %q; waiting for it to let go: %w", op, c.Slot, err)
 	case codeInsufficientPriv:
-		return backoff.Permanent(fmt.Errorf("%s: permission denied (%s): the relay's user needs the REPLICATION attribute (ALTER ROLE … WITH REPLICATION) to stream a slot, CREATE on the database and ownership of the outbox tables to create the publication; or create the publication and slot as an administrator and set source.postgres.create: never: %w", op, pgErr.Message, err))
+		return source.Permanent(fmt.Errorf("%s: permission denied (%s): the relay's user needs the REPLICATION attribute (ALTER ROLE … WITH REPLICATION) to stream a slot, CREATE on the database and ownership of the outbox tables to create the publication; or create the publication and slot as an administrator and set source.postgres.create: never: %w", op, pgErr.Message, err))
 	case codeConfigLimitExceeded:
-		return backoff.Permanent(fmt.Errorf("%s: %s: every replication slot is taken; drop an unused slot (SELECT pg_drop_replication_slot(name)) or raise max_replication_slots (needs a server restart): %w", op, pgErr.Message, err))
+		return source.Permanent(fmt.Errorf("%s: %s: every replication slot is taken; drop an unused slot (SELECT pg_drop_replication_slot(name)) or raise max_replication_slots (needs a server restart): %w", op, pgErr.Message, err))
 	case codeTooManyConnections:
 		// Retryable: another WAL sender may disconnect.
 		return fmt.Errorf("%s: %s: all WAL senders or connections are busy; raise max_wal_senders or max_connections if this persists: %w", op, pgErr.Message, err)
 	case codeObjectNotInPrereqSt:
 		if strings.Contains(pgErr.Message, "wal_level") {
-			return backoff.Permanent(fmt.Errorf("%s: %s: set wal_level = logical in postgresql.conf (ALTER SYSTEM SET wal_level = logical) and restart the server: %w", op, pgErr.Message, err))
+			return source.Permanent(fmt.Errorf("%s: %s: set wal_level = logical in postgresql.conf (ALTER SYSTEM SET wal_level = logical) and restart the server: %w", op, pgErr.Message, err))
 		}
 	case codeInvalidAuthorization:
-		return backoff.Permanent(fmt.Errorf("%s: %s: pg_hba.conf must allow a replication connection for this user (a line with database \"replication\" does not cover logical replication: the database name must match): %w", op, pgErr.Message, err))
+		return source.Permanent(fmt.Errorf("%s: %s: pg_hba.conf must allow a replication connection for this user (a line with database \"replication\" does not cover logical replication: the database name must match): %w", op, pgErr.Message, err))
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }

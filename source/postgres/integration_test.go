@@ -3,13 +3,11 @@ package postgres
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pglogrepl"
 	"github.com/rs/zerolog"
 
@@ -108,8 +106,7 @@ func TestIntegrationPostgresSetupErrors(t *testing.T) {
 			t.Errorf("%s: no error", name)
 			return
 		}
-		var perm *backoff.PermanentError
-		if errors.As(err, &perm) != permanent {
+		if source.IsPermanent(err) != permanent {
 			t.Errorf("%s: permanent=%v, want %v: %v", name, !permanent, permanent, err)
 		}
 		for _, w := range want {

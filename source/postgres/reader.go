@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -73,7 +72,7 @@ type Reader struct {
 func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Reader, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, backoff.Permanent(fmt.Errorf("source.postgres: %w", err))
+		return nil, source.Permanent(fmt.Errorf("source.postgres: %w", err))
 	}
 	cfg, err := cfg.withSecrets()
 	if err != nil {
@@ -88,7 +87,7 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 	if len(cfg.Tables) > 0 {
 		f, err := schema.NewFilter(cfg.Tables)
 		if err != nil {
-			return nil, backoff.Permanent(fmt.Errorf("source.postgres.tables: %w", err))
+			return nil, source.Permanent(fmt.Errorf("source.postgres.tables: %w", err))
 		}
 		filter = f
 	}
@@ -133,10 +132,10 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		}
 	} else {
 		if from != "" {
-			return nil, backoff.Permanent(fmt.Errorf("replication slot %q does not exist, but the checkpoint is at %s: the transactions after it can no longer be read (the slot was dropped, or the relay points at another server). The relay will not skip ahead on its own: if losing them is acceptable, delete the checkpoint file so the relay starts at a new slot", cfg.Slot, from))
+			return nil, source.Permanent(fmt.Errorf("replication slot %q does not exist, but the checkpoint is at %s: the transactions after it can no longer be read (the slot was dropped, or the relay points at another server). The relay will not skip ahead on its own: if losing them is acceptable, delete the checkpoint file so the relay starts at a new slot", cfg.Slot, from))
 		}
 		if cfg.Create == CreateNever {
-			return nil, backoff.Permanent(fmt.Errorf("replication slot %q does not exist and source.postgres.create is never: create it with\n  SELECT pg_create_logical_replication_slot('%s', 'pgoutput');", cfg.Slot, cfg.Slot))
+			return nil, source.Permanent(fmt.Errorf("replication slot %q does not exist and source.postgres.create is never: create it with\n  SELECT pg_create_logical_replication_slot('%s', 'pgoutput');", cfg.Slot, cfg.Slot))
 		}
 	}
 
@@ -165,7 +164,7 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 	}
 	if cfg.Replay && slot.confirmedFlush > 0 && from != "" {
 		if p, err := ParsePosition(from); err == nil && p.LSN < slot.confirmedFlush {
-			return nil, backoff.Permanent(fmt.Errorf("replay from %s: replication slot %q has confirmed up to %s, and logical decoding cannot read WAL from before a slot's confirmed_flush_lsn: the earliest position a replay can start from is %s (older events must be re-inserted or restored from a backup)", p, cfg.Slot, slot.confirmedFlush, slot.confirmedFlush))
+			return nil, source.Permanent(fmt.Errorf("replay from %s: replication slot %q has confirmed up to %s, and logical decoding cannot read WAL from before a slot's confirmed_flush_lsn: the earliest position a replay can start from is %s (older events must be re-inserted or restored from a backup)", p, cfg.Slot, slot.confirmedFlush, slot.confirmedFlush))
 		}
 	}
 	start, err := startPosition(from, slot, &cfg, si)
@@ -191,7 +190,7 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 				return nil, explain("read the replay's slot copy "+streamSlot, err, &cfg)
 			}
 			if c, err := pglogrepl.ParseLSN(confirmed); err == nil && c > p.LSN {
-				return nil, backoff.Permanent(fmt.Errorf("replay from %s: the relay's slot %q confirmed up to %s while the replay copied it, and logical decoding cannot read WAL from before a slot's confirmed_flush_lsn: replay from %s or later", p, cfg.Slot, c, c))
+				return nil, source.Permanent(fmt.Errorf("replay from %s: the relay's slot %q confirmed up to %s while the replay copied it, and logical decoding cannot read WAL from before a slot's confirmed_flush_lsn: replay from %s or later", p, cfg.Slot, c, c))
 			}
 		}
 	}

@@ -8,11 +8,12 @@ import (
 	"os"
 	"strings"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/outboxrelay/outboxrelay/internal/preflight"
+	"github.com/outboxrelay/outboxrelay/preflight"
+
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // Secrets and TLS. TLS is the DSN's business (sslmode, sslrootcert,
@@ -48,19 +49,19 @@ func (c Config) withSecrets() (Config, error) {
 	if c.DSNFile != "" {
 		dsn, err := readSecret(c.DSNFile)
 		if err != nil {
-			return c, backoff.Permanent(fmt.Errorf("source.postgres.dsn_file: %w", err))
+			return c, source.Permanent(fmt.Errorf("source.postgres.dsn_file: %w", err))
 		}
 		if c.DSN = dsn; dsn == "" {
-			return c, backoff.Permanent(fmt.Errorf("source.postgres.dsn_file: %s is empty", c.DSNFile))
+			return c, source.Permanent(fmt.Errorf("source.postgres.dsn_file: %s is empty", c.DSNFile))
 		}
 	}
 	if c.PasswordFile != "" {
 		pw, err := readSecret(c.PasswordFile)
 		if err != nil {
-			return c, backoff.Permanent(fmt.Errorf("source.postgres.password_file: %w", err))
+			return c, source.Permanent(fmt.Errorf("source.postgres.password_file: %w", err))
 		}
 		if dsnPassword(c.DSN) != "" {
-			return c, backoff.Permanent(errors.New("source.postgres.password_file is set and the DSN (from source.postgres.dsn_file) carries a password too: set only one"))
+			return c, source.Permanent(errors.New("source.postgres.password_file is set and the DSN (from source.postgres.dsn_file) carries a password too: set only one"))
 		}
 		c.password = pw
 	}
@@ -71,7 +72,7 @@ func (c Config) withSecrets() (Config, error) {
 func (c *Config) parse() (*pgx.ConnConfig, error) {
 	pc, err := pgx.ParseConfig(c.DSN)
 	if err != nil {
-		return nil, backoff.Permanent(fmt.Errorf("source.postgres.dsn: %s", redactErr(err, c.DSN)))
+		return nil, source.Permanent(fmt.Errorf("source.postgres.dsn: %s", redactErr(err, c.DSN)))
 	}
 	if c.password != "" {
 		pc.Password = c.password // every fallback host uses it too
@@ -90,13 +91,13 @@ func explainSecurity(op string, err error, pgErr *pgconn.PgError) error {
 	)
 	switch {
 	case pgErr != nil && pgErr.Code == codeInvalidPassword:
-		return backoff.Permanent(fmt.Errorf("%s: %s: check the user and password in source.postgres.dsn (or source.postgres.password_file / dsn_file): %w", op, pgErr.Message, err))
+		return source.Permanent(fmt.Errorf("%s: %s: check the user and password in source.postgres.dsn (or source.postgres.password_file / dsn_file): %w", op, pgErr.Message, err))
 	case pgErr != nil && pgErr.Code == codeInvalidAuthorization && strings.Contains(pgErr.Message, "no encryption"):
-		return backoff.Permanent(fmt.Errorf("%s: %s: the server accepts this connection only over TLS (a hostssl line in pg_hba.conf): set sslmode=verify-full (with sslrootcert=the CA file) or sslmode=require in source.postgres.dsn: %w", op, pgErr.Message, err))
+		return source.Permanent(fmt.Errorf("%s: %s: the server accepts this connection only over TLS (a hostssl line in pg_hba.conf): set sslmode=verify-full (with sslrootcert=the CA file) or sslmode=require in source.postgres.dsn: %w", op, pgErr.Message, err))
 	case errors.As(err, &hostErr):
-		return backoff.Permanent(fmt.Errorf("%s: the server's certificate does not name the host in source.postgres.dsn: connect by a name it carries, or use sslmode=verify-ca: %w", op, err))
+		return source.Permanent(fmt.Errorf("%s: the server's certificate does not name the host in source.postgres.dsn: connect by a name it carries, or use sslmode=verify-ca: %w", op, err))
 	case errors.As(err, &unknownCA), errors.As(err, &invalid), errors.As(err, &verr):
-		return backoff.Permanent(fmt.Errorf("%s: the server's certificate is not trusted: set sslrootcert in source.postgres.dsn to the PEM file of the CA that signed it: %w", op, err))
+		return source.Permanent(fmt.Errorf("%s: the server's certificate is not trusted: set sslrootcert in source.postgres.dsn to the PEM file of the CA that signed it: %w", op, err))
 	}
 	return nil
 }

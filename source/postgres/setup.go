@@ -7,11 +7,12 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxrelay/outboxrelay/schema"
+
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // serverInfo is what the relay learns about the server before it streams.
@@ -47,10 +48,10 @@ func inspect(ctx context.Context, conn *pgx.Conn, cfg *Config) (serverInfo, erro
 		return si, explain("read server settings", err, cfg)
 	}
 	if walLevel != "logical" {
-		return si, backoff.Permanent(fmt.Errorf("the server's wal_level is %q: logical replication needs wal_level = logical: run ALTER SYSTEM SET wal_level = logical (or set it in postgresql.conf) and restart the server", walLevel))
+		return si, source.Permanent(fmt.Errorf("the server's wal_level is %q: logical replication needs wal_level = logical: run ALTER SYSTEM SET wal_level = logical (or set it in postgresql.conf) and restart the server", walLevel))
 	}
 	if si.version < 140000 {
-		return si, backoff.Permanent(fmt.Errorf("the server is PostgreSQL %d.%d: the relay needs PostgreSQL 14 or later (pgoutput messages)", si.version/10000, si.version%10000))
+		return si, source.Permanent(fmt.Errorf("the server is PostgreSQL %d.%d: the relay needs PostgreSQL 14 or later (pgoutput messages)", si.version/10000, si.version%10000))
 	}
 	if l, err := pglogrepl.ParseLSN(walEnd); err == nil {
 		si.walEnd = l
@@ -96,10 +97,10 @@ func resolveTables(ctx context.Context, conn *pgx.Conn, filter *schema.Filter, d
 	}
 	sort.Strings(missing)
 	if len(missing) > 0 {
-		return nil, backoff.Permanent(fmt.Errorf("source.postgres.tables: no table %s in database %s (names are case-sensitive: schema.table as in the catalog)", strings.Join(missing, ", "), database))
+		return nil, source.Permanent(fmt.Errorf("source.postgres.tables: no table %s in database %s (names are case-sensitive: schema.table as in the catalog)", strings.Join(missing, ", "), database))
 	}
 	if len(out) == 0 {
-		return nil, backoff.Permanent(fmt.Errorf("source.postgres.tables: no table of database %s matches", database))
+		return nil, source.Permanent(fmt.Errorf("source.postgres.tables: no table of database %s matches", database))
 	}
 	return out, nil
 }
@@ -113,7 +114,7 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, cfg *Config, tables 
 	if errors.Is(err, pgx.ErrNoRows) {
 		create := createPublicationSQL(pub, tables)
 		if cfg.Create == CreateNever {
-			return backoff.Permanent(fmt.Errorf("publication %q does not exist and source.postgres.create is never: create it with\n  %s;", cfg.Publication, create))
+			return source.Permanent(fmt.Errorf("publication %q does not exist and source.postgres.create is never: create it with\n  %s;", cfg.Publication, create))
 		}
 		if _, err := conn.Exec(ctx, create); err != nil {
 			return explain(fmt.Sprintf("create publication (%s)", create), err, cfg)
@@ -124,7 +125,7 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, cfg *Config, tables 
 		return explain("read publication "+cfg.Publication, err, cfg)
 	}
 	if !pubInsert {
-		return backoff.Permanent(fmt.Errorf("publication %q does not publish inserts: run ALTER PUBLICATION %s SET (publish = 'insert')", cfg.Publication, pub))
+		return source.Permanent(fmt.Errorf("publication %q does not publish inserts: run ALTER PUBLICATION %s SET (publish = 'insert')", cfg.Publication, pub))
 	}
 	rows, err := conn.Query(ctx, `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1`, cfg.Publication)
 	if err != nil {
@@ -152,10 +153,10 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, cfg *Config, tables 
 		}
 	}
 	if len(missing) > 0 {
-		return backoff.Permanent(fmt.Errorf("publication %q does not cover outbox table(s) %s: run\n  ALTER PUBLICATION %s ADD TABLE %s;", cfg.Publication, strings.Join(missing, ", "), pub, strings.Join(missingSQL, ", ")))
+		return source.Permanent(fmt.Errorf("publication %q does not cover outbox table(s) %s: run\n  ALTER PUBLICATION %s ADD TABLE %s;", cfg.Publication, strings.Join(missing, ", "), pub, strings.Join(missingSQL, ", ")))
 	}
 	if partitioned && !viaRoot {
-		return backoff.Permanent(fmt.Errorf("publication %q publishes partitions under their own names, so inserts into a partitioned outbox table would not match source.postgres.tables: run ALTER PUBLICATION %s SET (publish_via_partition_root = true)", cfg.Publication, pub))
+		return source.Permanent(fmt.Errorf("publication %q publishes partitions under their own names, so inserts into a partitioned outbox table would not match source.postgres.tables: run ALTER PUBLICATION %s SET (publish_via_partition_root = true)", cfg.Publication, pub))
 	}
 	return nil
 }
@@ -207,13 +208,13 @@ func readSlot(ctx context.Context, conn *pgx.Conn, cfg *Config) (si slotInfo, ok
 // checkSlot refuses a slot the relay cannot stream from.
 func checkSlot(s slotInfo, cfg *Config, database string) error {
 	if s.slotType != "logical" || s.plugin != "pgoutput" {
-		return backoff.Permanent(fmt.Errorf("replication slot %q is a %s slot with plugin %q: the relay needs a logical slot with plugin pgoutput; choose another source.postgres.slot", cfg.Slot, s.slotType, s.plugin))
+		return source.Permanent(fmt.Errorf("replication slot %q is a %s slot with plugin %q: the relay needs a logical slot with plugin pgoutput; choose another source.postgres.slot", cfg.Slot, s.slotType, s.plugin))
 	}
 	if s.database != database {
-		return backoff.Permanent(fmt.Errorf("replication slot %q belongs to database %q, not %q: choose another source.postgres.slot", cfg.Slot, s.database, database))
+		return source.Permanent(fmt.Errorf("replication slot %q belongs to database %q, not %q: choose another source.postgres.slot", cfg.Slot, s.database, database))
 	}
 	if s.walStatus == "lost" {
-		return backoff.Permanent(fmt.Errorf("replication slot %q has lost WAL it still needed (wal_status = lost, see max_slot_wal_keep_size): transactions after its confirmed_flush_lsn %s may be gone and the slot can no longer stream. Recover the events from the database if you can, then drop the slot (SELECT pg_drop_replication_slot('%s')) and the checkpoint to start afresh; the relay will not skip ahead on its own", cfg.Slot, s.confirmedFlush, cfg.Slot))
+		return source.Permanent(fmt.Errorf("replication slot %q has lost WAL it still needed (wal_status = lost, see max_slot_wal_keep_size): transactions after its confirmed_flush_lsn %s may be gone and the slot can no longer stream. Recover the events from the database if you can, then drop the slot (SELECT pg_drop_replication_slot('%s')) and the checkpoint to start afresh; the relay will not skip ahead on its own", cfg.Slot, s.confirmedFlush, cfg.Slot))
 	}
 	return nil
 }
@@ -227,13 +228,13 @@ func startPosition(from string, s slotInfo, cfg *Config, si serverInfo) (pglogre
 	}
 	p, err := ParsePosition(from)
 	if err != nil {
-		return 0, backoff.Permanent(fmt.Errorf("stored checkpoint: %w", err))
+		return 0, source.Permanent(fmt.Errorf("stored checkpoint: %w", err))
 	}
 	if s.confirmedFlush > p.LSN {
-		return 0, backoff.Permanent(fmt.Errorf("the checkpoint %s is behind replication slot %q's confirmed_flush_lsn %s: the slot no longer sends transactions that committed before its confirmed_flush_lsn, so those committed in between can no longer be read from it (was the slot used by another relay or client, or the checkpoint restored from an older copy?). The relay will not skip ahead on its own: use the checkpoint that belongs to this slot, or, if losing the transactions between %s and %s is acceptable, delete the checkpoint file so the relay starts at the slot", p, cfg.Slot, s.confirmedFlush, p, s.confirmedFlush))
+		return 0, source.Permanent(fmt.Errorf("the checkpoint %s is behind replication slot %q's confirmed_flush_lsn %s: the slot no longer sends transactions that committed before its confirmed_flush_lsn, so those committed in between can no longer be read from it (was the slot used by another relay or client, or the checkpoint restored from an older copy?). The relay will not skip ahead on its own: use the checkpoint that belongs to this slot, or, if losing the transactions between %s and %s is acceptable, delete the checkpoint file so the relay starts at the slot", p, cfg.Slot, s.confirmedFlush, p, s.confirmedFlush))
 	}
 	if si.walEnd != 0 && p.LSN > si.walEnd {
-		return 0, backoff.Permanent(fmt.Errorf("the checkpoint %s is beyond the server's current WAL position %s: it does not belong to this server; point checkpoint.file.path at this server's checkpoint", p, si.walEnd))
+		return 0, source.Permanent(fmt.Errorf("the checkpoint %s is beyond the server's current WAL position %s: it does not belong to this server; point checkpoint.file.path at this server's checkpoint", p, si.walEnd))
 	}
 	return p.LSN, nil
 }

@@ -1,12 +1,12 @@
 package postgres
 
 import (
-	"errors"
 	"strings"
 	"testing"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pglogrepl"
+
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 func TestCheckSlot(t *testing.T) {
@@ -29,8 +29,7 @@ func TestCheckSlot(t *testing.T) {
 		s := good
 		tt.mod(&s)
 		err := checkSlot(s, cfg, "shop")
-		var perm *backoff.PermanentError
-		if err == nil || !errors.As(err, &perm) || !strings.Contains(err.Error(), tt.want) {
+		if err == nil || !source.IsPermanent(err) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want a permanent error with %q", tt.name, err, tt.want)
 		}
 	}
@@ -60,8 +59,7 @@ func TestStartPosition(t *testing.T) {
 			}
 			continue
 		}
-		var perm *backoff.PermanentError
-		if err == nil || !errors.As(err, &perm) {
+		if err == nil || !source.IsPermanent(err) {
 			t.Errorf("startPosition(%q) = %s, %v; want a permanent error", tt.from, got, err)
 			continue
 		}

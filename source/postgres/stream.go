@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -183,12 +182,12 @@ func (r *Reader) decode(ctx context.Context, xld pglogrepl.XLogData) error {
 		}
 		row, err := r.dec.insertTuple(rel, data)
 		if err != nil {
-			return backoff.Permanent(fmt.Errorf("transaction at %s: %w", r.txID, err))
+			return source.Permanent(fmt.Errorf("transaction at %s: %w", r.txID, err))
 		}
 		return r.add(ctx, row, xld.WALStart)
 	case pglogrepl.MessageTypeStreamStart, pglogrepl.MessageTypeStreamStop,
 		pglogrepl.MessageTypeStreamCommit, pglogrepl.MessageTypeStreamAbort:
-		return backoff.Permanent(fmt.Errorf("replication stream at %s: the server streams an in-progress transaction (%s), which protocol version 1 never does", xld.WALStart, pglogrepl.MessageType(data[0])))
+		return source.Permanent(fmt.Errorf("replication stream at %s: the server streams an in-progress transaction (%s), which protocol version 1 never does", xld.WALStart, pglogrepl.MessageType(data[0])))
 	}
 	msg, err := parse(data)
 	if err != nil {
@@ -236,7 +235,7 @@ func (r *Reader) decode(ctx context.Context, xld pglogrepl.XLogData) error {
 		}
 		row, ok, err := r.dec.message(m)
 		if err != nil {
-			return backoff.Permanent(err)
+			return source.Permanent(err)
 		}
 		if ok {
 			return r.add(ctx, row, xld.WALStart)

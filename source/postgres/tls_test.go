@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -10,11 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/outboxrelay/outboxrelay/internal/testcert"
 	"github.com/outboxrelay/outboxrelay/internal/testdb"
+
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 func TestValidateSecrets(t *testing.T) {
@@ -158,8 +158,7 @@ func TestIntegrationTLS(t *testing.T) {
 				t.Fatal("Open succeeded")
 			}
 			t.Logf("after %v: %v", time.Since(start).Round(time.Millisecond), err)
-			var perm *backoff.PermanentError
-			if !errors.As(err, &perm) {
+			if !source.IsPermanent(err) {
 				t.Errorf("not permanent: the relay would retry it forever")
 			}
 			for _, w := range tt.want {
