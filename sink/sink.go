@@ -44,6 +44,25 @@ func (r *Record) Size() int {
 	return n
 }
 
+// PermanentError is a sink failure retrying cannot fix (a setting, a grant,
+// a certificate): the relay stops with it instead of backing off.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent reports that retrying cannot help (tested through an
+// interface{ Permanent() bool }).
+func (e *PermanentError) Permanent() bool { return true }
+
+// Permanent marks err as one retrying cannot fix (nil stays nil).
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
 // RecordError is a record the broker refused, with what identifies it (its
 // topic and headers) and why.
 type RecordError struct {

@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/internal/testdb"
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // TestIntegrationMySQLBinlogPurged: the binlog file of the checkpoint was
@@ -31,6 +33,11 @@ func TestIntegrationMySQLBinlogPurged(t *testing.T) {
 	purgeTo(t, db, newest)
 
 	err := runRelayExpectingError(t, yaml)
+	var lost *source.PositionLostError
+	if !errors.As(err, &lost) || !errors.Is(err, source.ErrPositionLost) || lost.Position != cp {
+		t.Errorf("error %v: want a PositionLostError for %s", err, cp)
+	}
+	// What the operator reads: the position, what the server has, the way out.
 	for _, want := range []string{cp, "binlog file " + file + " is no longer on the server", "it has " + newest, "checkpoint set", "will not skip ahead"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
@@ -80,6 +87,10 @@ func TestIntegrationPostgresSlotMissing(t *testing.T) {
 	db.Exec(t, "SELECT pg_drop_replication_slot('"+db.Slot+"')")
 
 	err := runRelayExpectingError(t, yaml)
+	var lost *source.PositionLostError
+	if !errors.As(err, &lost) || lost.Position != cp {
+		t.Errorf("error %v: want a PositionLostError for %s", err, cp)
+	}
 	for _, want := range []string{db.Slot, "does not exist", cp, "will not skip ahead"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)

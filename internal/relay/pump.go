@@ -7,11 +7,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
-
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/internal/failpoint"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
+	"github.com/outboxrelay/outboxrelay/internal/retry"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/outboxrelay/outboxrelay/source"
 )
@@ -133,7 +132,7 @@ func (p *pump) sendPiece(ctx context.Context) error {
 			if isPermanent(err) {
 				return err
 			}
-			return backoff.Permanent(fmt.Errorf("table %s, transaction at %s, row %d: %w", row.Table.FullName(), tx.ID, index, err))
+			return retry.Stop(fmt.Errorf("table %s, transaction at %s, row %d: %w", row.Table.FullName(), tx.ID, index, err))
 		}
 	}
 	return nil
@@ -195,7 +194,7 @@ func recordHeader(r sink.Record, key string) (string, bool) { return headerOf(r.
 func (r *Relay) onBadRow(row source.Row, err error, dropPayload bool, rec *sink.Record) (send bool, _ error) {
 	var bad *outbox.BadRowError
 	if !errors.As(err, &bad) {
-		return false, backoff.Permanent(err)
+		return false, retry.Stop(err)
 	}
 	policy := r.mapper.Policy()
 	if r.cfg.BadRowHook != nil {
@@ -212,5 +211,5 @@ func (r *Relay) onBadRow(row source.Row, err error, dropPayload bool, rec *sink.
 		*rec = r.mapper.DeadLetter(row, bad, dropPayload)
 		return true, nil
 	}
-	return false, backoff.Permanent(fmt.Errorf("%w. The relay stopped at this row and the checkpoint stays before its transaction: fix the row (or the outbox mapping), or set outbox.on_bad_row to skip or dead-letter, then start the relay again", bad))
+	return false, retry.Stop(fmt.Errorf("%w. The relay stopped at this row and the checkpoint stays before its transaction: fix the row (or the outbox mapping), or set outbox.on_bad_row to skip or dead-letter, then start the relay again", bad))
 }

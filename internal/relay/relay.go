@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
@@ -173,7 +172,7 @@ func (p *repeats) check(s *session, err error, limit int) error {
 		*p = repeats{at: s.from, n: 1}
 	}
 	if limit > 0 && p.n >= limit {
-		return backoff.Permanent(fmt.Errorf("%w; this failed %d times in a row at checkpoint %s without the checkpoint moving (relay.max_failures_at_position = %d): the relay stops instead of retrying forever", err, p.n, p.at, limit))
+		return retry.Stop(fmt.Errorf("%w; this failed %d times in a row at checkpoint %s without the checkpoint moving (relay.max_failures_at_position = %d): the relay stops instead of retrying forever", err, p.n, p.at, limit))
 	}
 	return err
 }
@@ -189,10 +188,7 @@ func (e *AtError) Error() string {
 }
 func (e *AtError) Unwrap() error { return e.Err }
 
-func isPermanent(err error) bool {
-	var perm *backoff.PermanentError
-	return errors.As(err, &perm)
-}
+func isPermanent(err error) bool { return retry.IsPermanent(err) }
 
 // txEnd is what the checkpoint tracker keeps per transaction: its end
 // position, and what the Observer is told once the watermark passes it.

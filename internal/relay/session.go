@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
-
 	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/internal/retry"
 	"github.com/outboxrelay/outboxrelay/schema"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/outboxrelay/outboxrelay/source"
@@ -41,7 +40,7 @@ func (s *session) run(ctx context.Context) error {
 	if tl, ok := reader.(interface{ Tables() []*schema.Table }); ok {
 		for _, t := range tl.Tables() {
 			if err := r.mapper.CheckTable(t); err != nil {
-				return backoff.Permanent(fmt.Errorf("outbox mapping: %w", err))
+				return retry.Stop(fmt.Errorf("outbox mapping: %w", err))
 			}
 		}
 	}
@@ -113,7 +112,7 @@ func (s *session) start(ctx context.Context) (string, error) {
 	switch {
 	case err == nil:
 		if cp.Source != r.src.Kind() {
-			return "", backoff.Permanent(fmt.Errorf("the checkpoint holds a %s position (%s) but this relay reads a %s source: point checkpoint.file.path elsewhere", cp.Source, cp.Position, r.src.Kind()))
+			return "", retry.Stop(fmt.Errorf("the checkpoint holds a %s position (%s) but this relay reads a %s source: point checkpoint.file.path elsewhere", cp.Source, cp.Position, r.src.Kind()))
 		}
 		return cp.Position, nil
 	case errors.Is(err, checkpoint.ErrNotFound):
@@ -127,7 +126,7 @@ func (s *session) start(ctx context.Context) (string, error) {
 		r.log.Info().Str("position", from).Msg("no checkpoint yet: stored the start position")
 		return from, nil
 	}
-	return "", backoff.Permanent(err)
+	return "", retry.Stop(err)
 }
 
 // drain waits until every record sent is acknowledged or failed, so that a

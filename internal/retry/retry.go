@@ -24,7 +24,7 @@ type Policy struct {
 }
 
 // Do runs op until it returns nil, ctx ends, or it fails permanently
-// (backoff.Permanent), whose cause is returned.
+// (IsPermanent), which it returns.
 func Do(ctx context.Context, log zerolog.Logger, p Policy, op Op) error {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 500 * time.Millisecond
@@ -56,9 +56,8 @@ func Do(ctx context.Context, log zerolog.Logger, p Policy, op Op) error {
 		if err == nil || (ctx.Err() != nil && errors.Is(err, context.Canceled)) {
 			return nil
 		}
-		var perm *backoff.PermanentError
-		if errors.As(err, &perm) {
-			return perm.Err
+		if IsPermanent(err) {
+			return unstop(err)
 		}
 		attempts++
 		if !outage {
@@ -73,4 +72,35 @@ func Do(ctx context.Context, log zerolog.Logger, p Policy, op Op) error {
 		case <-time.After(b.NextBackOff()):
 		}
 	}
+}
+
+// IsPermanent reports whether err, or an error it wraps, says retrying
+// cannot fix it: it has a Permanent() bool method that returns true (as
+// source.PermanentError, sink.PermanentError and Stop's errors do). Each
+// package marks its own errors so; this predicate is the only test.
+func IsPermanent(err error) bool {
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent()
+}
+
+// Stop marks err as permanent for Do (nil stays nil).
+func Stop(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &stopError{err}
+}
+
+type stopError struct{ err error }
+
+func (e *stopError) Error() string   { return e.err.Error() }
+func (e *stopError) Unwrap() error   { return e.err }
+func (e *stopError) Permanent() bool { return true }
+
+// unstop returns err without Stop's wrapper, if it is one.
+func unstop(err error) error {
+	if s, ok := err.(*stopError); ok {
+		return s.err
+	}
+	return err
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/rs/zerolog"
 )
 
@@ -28,7 +27,7 @@ func TestDoLogsOncePerOutageAndStopsOnPermanent(t *testing.T) {
 			healthy()
 			return errors.New("broker down")
 		}
-		return backoff.Permanent(errFatal)
+		return Stop(errFatal)
 	})
 	if !errors.Is(err, errFatal) {
 		t.Fatalf("err = %v, want the permanent cause", err)

@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/cenkalti/backoff/v4"
+
+	"github.com/outboxrelay/outboxrelay/sink"
 )
 
 // SecurityError is a failure to connect that retrying cannot fix: a
@@ -60,7 +61,7 @@ const probeTimeout = 3 * time.Second
 // fix, explained; others (a broker down, a network outage) stay transient.
 func (c *Config) explain(err error) error {
 	if se := c.diagnose(err, ""); se != nil {
-		return backoff.Permanent(se)
+		return sink.Permanent(se)
 	}
 	return err
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/outboxrelay/outboxrelay/internal/devbroker"
@@ -178,7 +177,7 @@ func TestSecurityOnDevBroker(t *testing.T) {
 				t.Fatal("connected")
 			}
 			t.Logf("after %v: %v", time.Since(start).Round(time.Millisecond), err)
-			var perm *backoff.PermanentError
+			var perm *sink.PermanentError
 			if !errors.As(err, &perm) {
 				t.Errorf("error is not permanent: the relay would retry it forever")
 			}
@@ -284,7 +283,7 @@ func TestTLSToPlaintextBroker(t *testing.T) {
 		t.Fatal("connected")
 	}
 	t.Logf("after %v: %v", time.Since(start).Round(time.Millisecond), err)
-	var perm *backoff.PermanentError
+	var perm *sink.PermanentError
 	var se *SecurityError
 	if !errors.As(err, &perm) || !errors.As(err, &se) || se.Setting != "kafka.tls.enabled" || !strings.Contains(se.Problem, "speaks plaintext") {
 		t.Fatalf("error %v: want a permanent SecurityError saying the broker speaks plaintext", err)

@@ -174,7 +174,7 @@ func (r *Reader) streamError(err error) error {
 		if strings.Contains(me.Message, "server_id") || strings.Contains(me.Message, "server_uuid") {
 			return fmt.Errorf("another replica uses server_id %d: give each relay a unique source.mysql.server_id: %w", r.cfg.ServerID, err)
 		}
-		return source.Permanent(fmt.Errorf("the server cannot send the binlog from the relay's position (the log may have been purged): %s; see `outboxrelay checkpoint show` and docs/operations.md", me.Message))
+		return source.PositionLost(r.file, "the server cannot send the binlog from the relay's position (the log may have been purged): %s; see `outboxrelay checkpoint show` and docs/operations.md", me.Message)
 	}
 	if strings.Contains(err.Error(), "A slave with the same server_uuid/server_id") {
 		return fmt.Errorf("another replica uses server_id %d: give each relay a unique source.mysql.server_id: %w", r.cfg.ServerID, err)

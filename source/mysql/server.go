@@ -213,7 +213,7 @@ func checkGTIDsKept(conn *client.Conn, si serverInfo, p Position) error {
 			return err
 		}
 	}
-	return source.Permanent(fmt.Errorf("position %s: transactions after its GTID set have been purged from the server's binlogs: the relay cannot resume without losing them. Either restore them (replay from a backup, or `outboxrelay republish` from the outbox tables) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p))
+	return source.PositionLost(p.String(), "position %s: transactions after its GTID set have been purged from the server's binlogs: the relay cannot resume without losing them. Either restore them (replay from a backup, or `outboxrelay republish` from the outbox tables) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p)
 }
 
 // checkServable verifies that the server still has the binlog at p, so the
@@ -226,7 +226,7 @@ func checkServable(conn *client.Conn, p Position) error {
 	for _, f := range logs {
 		if f.name == p.File {
 			if uint64(p.Offset) > f.size {
-				return source.Permanent(fmt.Errorf("position %s is beyond the end of %s (%d bytes): the checkpoint does not belong to this server; set a valid one with `outboxrelay checkpoint set`", p, f.name, f.size))
+				return source.PositionLost(p.String(), "position %s is beyond the end of %s (%d bytes): the checkpoint does not belong to this server; set a valid one with `outboxrelay checkpoint set`", p, f.name, f.size)
 			}
 			return nil
 		}
@@ -235,7 +235,7 @@ func checkServable(conn *client.Conn, p Position) error {
 	if len(logs) > 0 {
 		have = logs[0].name + " … " + logs[len(logs)-1].name
 	}
-	return source.Permanent(fmt.Errorf("position %s: binlog file %s is no longer on the server (it has %s): events after the checkpoint were purged before the relay read them. Either restore them (replay from a backup) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p, p.File, have))
+	return source.PositionLost(p.String(), "position %s: binlog file %s is no longer on the server (it has %s): events after the checkpoint were purged before the relay read them. Either restore them (replay from a backup) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p, p.File, have)
 }
 
 // FreeServerID picks a replica server_id for a tool (replay, position

@@ -214,7 +214,7 @@ func checkSlot(s slotInfo, cfg *Config, database string) error {
 		return source.Permanent(fmt.Errorf("replication slot %q belongs to database %q, not %q: choose another source.postgres.slot", cfg.Slot, s.database, database))
 	}
 	if s.walStatus == "lost" {
-		return source.Permanent(fmt.Errorf("replication slot %q has lost WAL it still needed (wal_status = lost, see max_slot_wal_keep_size): transactions after its confirmed_flush_lsn %s may be gone and the slot can no longer stream. Recover the events from the database if you can, then drop the slot (SELECT pg_drop_replication_slot('%s')) and the checkpoint to start afresh; the relay will not skip ahead on its own", cfg.Slot, s.confirmedFlush, cfg.Slot))
+		return source.PositionLost(s.confirmedFlush.String(), "replication slot %q has lost WAL it still needed (wal_status = lost, see max_slot_wal_keep_size): transactions after its confirmed_flush_lsn %s may be gone and the slot can no longer stream. Recover the events from the database if you can, then drop the slot (SELECT pg_drop_replication_slot('%s')) and the checkpoint to start afresh; the relay will not skip ahead on its own", cfg.Slot, s.confirmedFlush, cfg.Slot)
 	}
 	return nil
 }
@@ -231,10 +231,10 @@ func startPosition(from string, s slotInfo, cfg *Config, si serverInfo) (pglogre
 		return 0, source.Permanent(fmt.Errorf("stored checkpoint: %w", err))
 	}
 	if s.confirmedFlush > p.LSN {
-		return 0, source.Permanent(fmt.Errorf("the checkpoint %s is behind replication slot %q's confirmed_flush_lsn %s: the slot no longer sends transactions that committed before its confirmed_flush_lsn, so those committed in between can no longer be read from it (was the slot used by another relay or client, or the checkpoint restored from an older copy?). The relay will not skip ahead on its own: use the checkpoint that belongs to this slot, or, if losing the transactions between %s and %s is acceptable, delete the checkpoint file so the relay starts at the slot", p, cfg.Slot, s.confirmedFlush, p, s.confirmedFlush))
+		return 0, source.PositionLost(from, "the checkpoint %s is behind replication slot %q's confirmed_flush_lsn %s: the slot no longer sends transactions that committed before its confirmed_flush_lsn, so those committed in between can no longer be read from it (was the slot used by another relay or client, or the checkpoint restored from an older copy?). The relay will not skip ahead on its own: use the checkpoint that belongs to this slot, or, if losing the transactions between %s and %s is acceptable, delete the checkpoint file so the relay starts at the slot", p, cfg.Slot, s.confirmedFlush, p, s.confirmedFlush)
 	}
 	if si.walEnd != 0 && p.LSN > si.walEnd {
-		return 0, source.Permanent(fmt.Errorf("the checkpoint %s is beyond the server's current WAL position %s: it does not belong to this server; point checkpoint.file.path at this server's checkpoint", p, si.walEnd))
+		return 0, source.PositionLost(from, "the checkpoint %s is beyond the server's current WAL position %s: it does not belong to this server; point checkpoint.file.path at this server's checkpoint", p, si.walEnd)
 	}
 	return p.LSN, nil
 }
