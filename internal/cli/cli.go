@@ -13,7 +13,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -211,17 +210,6 @@ func loadConfig(name string, args []string, environ []string, stderr io.Writer, 
 		return fail(err, false)
 	}
 	return cfg, ExitOK
-}
-
-func newLogger(cfg config.Log, w io.Writer) zerolog.Logger {
-	lvl, err := zerolog.ParseLevel(cfg.Level)
-	if err != nil {
-		lvl = zerolog.InfoLevel
-	}
-	if cfg.Format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
-	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
 }
 
 func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writer) int {
