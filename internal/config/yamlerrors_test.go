@@ -118,3 +118,18 @@ func TestEditDistance(t *testing.T) {
 		}
 	}
 }
+
+// TestYAMLAnchorsAndMergeKeys: anchors, aliases and "<<" merge keys are
+// walked like the keys they stand for.
+func TestYAMLAnchorsAndMergeKeys(t *testing.T) {
+	t.Parallel()
+	ok := valid + "outbox:\n  tables:\n    shop.a: &m {topic: a}\n    shop.b: {<<: *m, tracing_column: trace}\n"
+	if _, err := Parse([]byte(ok), nil); err != nil {
+		t.Fatalf("merge keys: %v", err)
+	}
+	bad := valid + "outbox:\n  tables:\n    shop.a: &m {topik: a}\n    shop.b: {<<: *m}\n"
+	_, err := Parse([]byte(bad), nil)
+	if want := `config: line 17: outbox.tables["shop.a"].topik: unknown key (did you mean topic?)`; err == nil || err.Error() != want {
+		t.Fatalf("error %v, want %s", err, want)
+	}
+}
