@@ -6,7 +6,9 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG VERSION=dev
+# The build context has no .git, so Go cannot record the commit: pass it,
+# e.g. --build-arg VERSION=$(git describe --always --dirty).
+ARG VERSION=
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/outboxrelay/outboxrelay/internal/cli.Version=${VERSION}" \
     -o /out/outboxrelay ./cmd/outboxrelay && \
     mkdir -p /out/state

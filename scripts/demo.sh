@@ -2,10 +2,12 @@
 # The outboxrelay demo, end to end, on a fresh machine:
 #   1. builds outboxrelay and the development broker (devkafka, kfake-based),
 #   2. starts a private MariaDB (scripts/mariadb.sh) and devkafka,
-#   3. creates shop.orders and shop.outbox, starts the relay,
+#   3. creates shop.orders and shop.outbox, prints the relay's config
+#      (secrets masked) and starts the relay,
 #   4. writes orders with their outbox events in transactions — including one
 #      rolled back and one whose outbox row is inserted and deleted again —,
-#   5. prints the Kafka records that arrived and the relay's checkpoint,
+#   5. prints the Kafka records that arrived, each with what it is, and the
+#      relay's checkpoint,
 #   6. stops the relay with SIGTERM and cleans everything up.
 #
 #   scripts/demo.sh              MariaDB binlog
@@ -20,8 +22,34 @@ case "${1:-}" in
 esac
 
 cd "$(dirname "$0")/.."
+
+# mask_secrets: the config on stdin with passwords, tokens and DSN
+# passwords replaced by ***.
+mask_secrets() {
+	sed -E -e 's/^([[:space:]]*([a-z_]*_)?(password|token):[[:space:]]*)[^[:space:]].*/\1"***"/' \
+		-e 's#(://[^:/@"]*):[^@/"]*@#\1:***@#'
+}
+
+# explain: each record from devkafka consume, followed by what it is.
+explain() {
+	local rec note
+	while IFS= read -r rec; do
+		printf '%s\n' "$rec"
+		case $rec in
+		*CustomerNotified*) note="table-less: a pg_logical_emit_message(true, 'outbox', '{…}') event — no outbox table, no row; the message's JSON keys act as the columns (id, aggregatetype, aggregateid, type, payload)" ;;
+		*OrderCreated*Zoë*) note="order 1: the order and its event committed together" ;;
+		*OrderCreated*Ada*) note="order 2, first of two events in one transaction (same key: same partition, in order)" ;;
+		*OrderPaid*) note="order 2, second event: after OrderCreated on the same partition" ;;
+		*CustomerOrdered*) note="outbox row inserted and deleted in one transaction: delivered all the same, once" ;;
+		*) note="" ;;
+		esac
+		if [[ -n $note ]]; then printf '  ↳ %s\n' "$note"; fi
+	done
+}
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
-log() { printf '\033[1;34m== %s\033[0m\n' "$*" >&2; }
+log() {
+	if [[ -t 2 ]]; then printf '\033[1;34m== %s\033[0m\n' "$*" >&2; else printf '== %s\n' "$*" >&2; fi
+}
 
 command -v go >/dev/null || { echo "demo: Go is not installed (expected /usr/local/go/bin/go)" >&2; exit 1; }
 
@@ -37,9 +65,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "building outboxrelay and devkafka"
-go build -o "$work/bin/outboxrelay" ./cmd/outboxrelay
+log "building outboxrelay and devkafka (the first build takes a minute or more)…"
+# The version names the commit even where Go cannot stamp it (a git
+# worktree, -buildvcs=false).
+version=$(git describe --always --dirty 2>/dev/null || echo unknown)
+go build -ldflags "-X github.com/outboxrelay/outboxrelay/internal/cli.Version=$version" -o "$work/bin/outboxrelay" ./cmd/outboxrelay
 go build -o "$work/bin/devkafka" ./cmd/devkafka
+"$work/bin/outboxrelay" version | head -1 >&2
 
 log "starting the development Kafka broker"
 "$work/bin/devkafka" serve --listen 127.0.0.1:0 --partitions 3 >"$work/devkafka.out" 2>"$work/devkafka.err" &
@@ -130,7 +162,8 @@ SQL
     tables: [shop.outbox]"
 	ready='streaming replication slot'
 	write_orders() {
-		sql <<'SQL'
+		# (stdout: psql would print the SELECT's result table)
+		sql >/dev/null <<'SQL'
 -- Order 1: the order and its event commit together.
 BEGIN;
 WITH o AS (INSERT INTO shop.orders (customer, total) VALUES ('Zoë', 42.50) RETURNING id)
@@ -178,6 +211,9 @@ log:
   format: console
 YAML
 
+log "the relay's configuration (relay.yaml; secrets masked)"
+mask_secrets <"$work/relay.yaml"
+
 log "starting the relay: outboxrelay run --config relay.yaml"
 "$work/bin/outboxrelay" run --config "$work/relay.yaml" 2>"$work/relay.log" &
 relay_pid=$!
@@ -190,7 +226,13 @@ expected=4
 [[ $db == postgres ]] && expected=5
 
 log "records in Kafka (devkafka consume --topics 'outbox\\.event\\..*')"
-"$work/bin/devkafka" consume --brokers "$broker" --topics '^outbox\.event\..*' --idle 3s --max "$expected"
+cat <<'LEGEND'
+Each record: topic=outbox.event.<aggregatetype> partition=<from the key: murmur2, as Java's client> offset=<in the partition>
+  key=<aggregateid> headers={id=<event id>, type=<event type>, outboxrelay-position=<log position of its
+  transaction>, outboxrelay-index=<its place in the transaction>} value=<payload, bytes unchanged>
+LEGEND
+"$work/bin/devkafka" consume --brokers "$broker" --topics '^outbox\.event\..*' --idle 3s --max "$expected" | explain
+echo "  (not here: the rolled-back order — never committed, so never in the log)"
 
 log "stopping the relay with SIGTERM (drains, writes the final checkpoint, exits 0)"
 kill -TERM "$relay_pid"

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"time"
 
@@ -250,7 +251,7 @@ func cmdReplay(ctx context.Context, args []string, environ []string, stdout, std
 		fs.StringVar(&from, "from", "", "replay the transactions after this position (required)")
 		fs.StringVar(&to, "to", "", "stop before the first transaction that begins at or after this position (default: the server's position now)")
 		fs.StringVar(&topic, "topic-override", "", "send every record to this topic instead of the mapped one")
-		fs.UintVar(&serverID, "server-id", 0, "MySQL: the replica server_id of the replay (default: source.mysql.server_id + 1000000, so it does not disconnect the running relay)")
+		fs.UintVar(&serverID, "server-id", 0, "MySQL: the replay's replica server_id (default: a free one picked by the relay)")
 	})
 	if cfg == nil {
 		return code
@@ -268,10 +269,21 @@ func cmdReplay(ctx context.Context, args []string, environ []string, stdout, std
 	} else {
 		mcfg := cfg.Source.MySQL
 		mcfg.Replay = true
-		if serverID != 0 {
+		switch {
+		case serverID > math.MaxUint32:
+			fmt.Fprintf(stderr, "replay: --server-id: %d is not a server_id (want 1 to %d)\n", serverID, uint32(math.MaxUint32))
+			return ExitUsage
+		case serverID != 0:
 			mcfg.ServerID = uint32(serverID)
-		} else {
-			mcfg.ServerID += 1000000
+		default:
+			// One the server's replicas do not use: the running relay's
+			// plus a constant could collide, or overflow.
+			id, err := mysql.FreeServerID(ctx, mcfg)
+			if err != nil {
+				fmt.Fprintf(stderr, "replay: pick a replica server_id (or pass --server-id): %v\n", err)
+				return ExitFailure
+			}
+			mcfg.ServerID = id
 		}
 		t = mysql.NewSource(mcfg, log)
 	}

@@ -5,14 +5,10 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint/file"
 	"github.com/outboxrelay/outboxrelay/internal/metrics"
@@ -86,12 +82,9 @@ func Load(path string, environ []string) (*Config, error) {
 // Parse is Load on bytes.
 func Parse(b []byte, environ []string) (*Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true) // an unknown key is an error, not a silent no-op
-	// An empty file decodes to the zero config, which then fails validation
-	// with useful messages rather than "EOF".
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("config: %s", strings.ReplaceAll(err.Error(), "yaml: unmarshal errors:\n  ", ""))
+	// An unknown key is an error, not a silent no-op (yamlerrors.go).
+	if err := decodeYAML(b, &c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	if err := applyEnv(&c, environ); err != nil {
 		return nil, fmt.Errorf("config: %w", err)

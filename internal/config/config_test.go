@@ -159,8 +159,14 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(validPostgres))
 	f.Add([]byte("source: [1, 2]"))
 	f.Add([]byte("kafka:\n  brokers: {a: b}"))
+	// Aliases, merge keys and every kind of walk error (yamlerrors.go).
+	f.Add([]byte("a: &x {b: 1}\nc: *x\nsource: {<<: [*x, *x], type: mysql}\n"))
+	f.Add([]byte("source:\n  mysql:\n    password: [x]\n    server_id: -1.5\n    server_id: 1\noutbox:\n  tables: {a.b: {fields: [{column: c}]}}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b, nil)
+		if (c == nil) == (err == nil) {
+			t.Fatalf("Parse returned a config (%v) and the error %v", c != nil, err)
+		}
 		if err == nil && c.Source.Type != "mysql" && c.Source.Type != "postgres" {
 			t.Fatalf("accepted a config without a known source: %+v", c)
 		}

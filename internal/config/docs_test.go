@@ -110,3 +110,28 @@ func TestComposeFileReferencesExist(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeShowsTheOutboxDDL: the README's outbox tables are those of
+// the examples.
+func TestReadmeShowsTheOutboxDDL(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, table := range map[string]string{"../../examples/mysql/init.sql": "shop.outbox", "../../examples/postgres/init.sql": "public.outbox"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sql := string(b)
+		i := strings.Index(sql, "CREATE TABLE IF NOT EXISTS "+table)
+		j := strings.Index(sql[max(i, 0):], ");")
+		if i < 0 || j < 0 {
+			t.Fatalf("%s: no CREATE TABLE %s", path, table)
+		}
+		if ddl := sql[i : i+j+2]; !strings.Contains(string(readme), ddl) {
+			t.Errorf("README.md lacks the outbox table of %s:\n%s", path, ddl)
+		}
+	}
+}

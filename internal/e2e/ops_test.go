@@ -160,7 +160,7 @@ func TestIntegrationMetricsAndReadiness(t *testing.T) {
 		t.Errorf("commit-to-ack histogram: count %v", lagCount)
 	}
 	for _, name := range []string{"outboxrelay_records_in_flight", "outboxrelay_checkpoint_age_seconds", "outboxrelay_checkpoint_timestamp_seconds",
-		"outboxrelay_checkpoint_position", "outboxrelay_source_seconds_behind", "outboxrelay_read_to_ack_seconds_count", "outboxrelay_source_transactions_read_total"} {
+		"outboxrelay_checkpoint_position", "outboxrelay_source_behind_seconds", "outboxrelay_read_to_ack_seconds_count", "outboxrelay_source_transactions_read_total"} {
 		mustMetric(t, body, name)
 	}
 	// Positions are numbers, never labels: a label per position would be

@@ -77,12 +77,12 @@ func New(cfg Config, info Info, log zerolog.Logger) *Metrics {
 	m.badRows = f.counterVec("outboxrelay_bad_rows_total", "Outbox rows that could not be turned into a record, by reason and by the outbox.on_bad_row policy applied (fail, skip, dead-letter).", "reason", "policy")
 	m.checkpointPos = f.gauge("outboxrelay_checkpoint_position", "The durable checkpoint as a number that grows with the log (PostgreSQL: the LSN in bytes; MySQL/MariaDB: binlog file number × 2^32 + offset).")
 	m.checkpointTime = f.gauge("outboxrelay_checkpoint_timestamp_seconds", "Unix time when the durable checkpoint was last written.")
-	m.commitToAck = f.histogram("outboxrelay_commit_to_ack_seconds", "End-to-end lag per transaction with outbox records: from its commit in the database to Kafka's acknowledgement of its last record (MySQL/MariaDB commit times are whole seconds).",
+	m.commitToAck = f.histogram("outboxrelay_commit_to_ack_seconds", "End-to-end lag per transaction with outbox records: from its commit in the database to Kafka's acknowledgement of its last record. MariaDB (and MySQL before 8.0.1) log commit times in whole seconds, so there this reads up to 1 s high and its sub-second buckets stay empty: see outboxrelay_read_to_ack_seconds.",
 		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600})
-	m.readToAck = f.histogram("outboxrelay_read_to_ack_seconds", "Per transaction with outbox records: from reading its commit from the log to Kafka's acknowledgement of its last record.",
+	m.readToAck = f.histogram("outboxrelay_read_to_ack_seconds", "Per transaction with outbox records: from reading its commit from the log to Kafka's acknowledgement of its last record; precise on every source (the relay's clock), unlike outboxrelay_commit_to_ack_seconds on MariaDB.",
 		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
 	f.gaugeFunc("outboxrelay_records_in_flight", "Records sent to Kafka and not yet acknowledged.", func() float64 { return float64(m.inFlight()) })
-	f.gaugeFunc("outboxrelay_source_seconds_behind", "Seconds between now and the commit time of the last transaction read; 0 while the relay waits for new transactions (caught up).", func() float64 { return m.state.secondsBehind(time.Now()) })
+	f.gaugeFunc("outboxrelay_source_behind_seconds", "Seconds between now and the commit time of the last transaction read (whole seconds on MariaDB); 0 while the relay waits for new transactions (caught up).", func() float64 { return m.state.secondsBehind(time.Now()) })
 	f.gaugeFunc("outboxrelay_checkpoint_age_seconds", "Seconds since the durable checkpoint was last written (0 before the first); it grows while the database is idle.", func() float64 {
 		t := m.state.checkpointSaved()
 		if t.IsZero() {

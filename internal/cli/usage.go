@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// usage is `outboxrelay help`. The README's "Commands" section holds the
+// same text, and each command's --help text below (cli_test.go checks).
+const usage = `outboxrelay relays transactional outbox rows from a database log to Kafka.
+
+Usage:
+  outboxrelay run --config FILE [--log-level LEVEL]
+  outboxrelay check --config FILE [--json]
+  outboxrelay checkpoint show --config FILE [--json]
+  outboxrelay checkpoint set --config FILE --to POSITION [--dry-run]
+  outboxrelay replay --config FILE --from POSITION [--to POSITION] [--topic-override TOPIC] [--server-id ID]
+  outboxrelay version
+
+Every command takes --help. Exit codes: 0 ok, 1 failure, 2 bad arguments or configuration.
+`
+
+// commandHelp is each command's --help, by the name loadConfig gets.
+var commandHelp = map[string]string{
+	"run": `usage: outboxrelay run --config FILE [--log-level LEVEL]
+
+Relays outbox rows to Kafka until SIGTERM/SIGINT, then drains in-flight
+records, writes the final checkpoint and exits 0 (a second signal exits at
+once).
+
+  --config FILE        the YAML configuration (required); OUTBOXRELAY_* variables override its keys
+  --log-level LEVEL    override log.level: debug, info, warn or error
+`,
+	"check": `usage: outboxrelay check --config FILE [--json]
+
+Connects with the configured credentials and prints one line per check of
+the database, Kafka and the checkpoint location, each failure with its fix.
+Exits 0 only when no check fails.
+
+  --config FILE        the YAML configuration (required)
+  --json               print JSON, also for a configuration or usage error: {"ok":false,"error":"…"}
+`,
+	"checkpoint show": `usage: outboxrelay checkpoint show --config FILE [--json]
+
+Prints the stored checkpoint, its age and, when the database answers, how
+far behind the server's position it is.
+
+  --config FILE        the YAML configuration (required)
+  --json               print JSON
+`,
+	"checkpoint set": `usage: outboxrelay checkpoint set --config FILE --to POSITION [--dry-run]
+
+Moves the checkpoint after checking the position against the server;
+refused while a relay runs on the same checkpoint.
+
+  --config FILE        the YAML configuration (required)
+  --to POSITION        the new position (required): MySQL FILE:OFFSET[@GTIDSET] or @GTIDSET; Postgres LSN X/Y
+  --dry-run            check and show the change without writing it
+`,
+	"replay": `usage: outboxrelay replay --config FILE --from POSITION [--to POSITION] [--topic-override TOPIC] [--server-id ID]
+
+Re-publishes the outbox events of a range of transactions with their
+original headers, beside a running relay; the relay's checkpoint is not
+touched.
+
+  --config FILE           the YAML configuration (required)
+  --from POSITION         replay the transactions at and after this position (required)
+  --to POSITION           stop before the first transaction that begins at or after this position (default: the server's position now)
+  --topic-override TOPIC  send every record to this topic instead of the mapped one
+  --server-id ID          MySQL: the replay's replica server_id (default: a free one picked by the relay)
+`,
+	"version": `usage: outboxrelay version
+
+Prints the version, and the commit and build time it was built from.
+`,
+}
+
+// helpFor is the --help of command name (a known one).
+func helpFor(name string, fs *flag.FlagSet) string {
+	text := commandHelp[name]
+	// A flag added without documentation still shows up (and then the
+	// README check fails until both are written).
+	if fs != nil {
+		var b strings.Builder
+		fs.VisitAll(func(f *flag.Flag) {
+			if !strings.Contains(text, "--"+f.Name+" ") && !strings.Contains(text, "--"+f.Name+"\n") {
+				fmt.Fprintf(&b, "  --%-19s %s\n", f.Name, f.Usage)
+			}
+		})
+		text += b.String()
+	}
+	return text
+}
+
+// parseFlags parses a command's flags, quietly: the caller prints the
+// help (for -h/--help) or the error (a bad flag or value, a stray
+// argument).
+func parseFlags(fs *flag.FlagSet, args []string) (help bool, err error) {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		// The flag package names flags with one dash; the usage has two.
+		msg := strings.NewReplacer("defined: -", "defined: --", "flag -", "flag --", "argument: -", "argument: --", "for -", "for --").Replace(err.Error())
+		return false, errors.New(msg)
+	}
+	if fs.NArg() > 0 {
+		return false, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return false, nil
+}
+
+// usageError prints a command's usage error with the way to its help.
+func usageError(stderr io.Writer, name string, err error) {
+	fmt.Fprintf(stderr, "%s: %v\nrun 'outboxrelay %s --help' for usage\n", name, err, name)
+}
+
+// jsonError is `check --json`'s output when it cannot check at all (a
+// configuration or usage error): a machine reading it still gets JSON.
+func jsonError(w io.Writer, err error) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}{false, err.Error()})
+}
+
+// wantsJSON reports whether args ask for --json, read leniently (before
+// or after a flag the parser stopped at), for error reporting only.
+func wantsJSON(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--json", "-json", "--json=true", "-json=true", "--json=1", "-json=1":
+			return true
+		case "--":
+			return false
+		}
+	}
+	return false
+}
