@@ -9,7 +9,7 @@
 #
 # One command on a fresh Debian 12 machine with Go: builds the relay
 # (cmd/outboxrelay), the development broker (cmd/devkafka) and the harness
-# (internal/bench, never linked into the relay), starts private MariaDB and
+# (cmd/bench, a development command never linked into the relay), starts private MariaDB and
 # PostgreSQL servers (scripts/mariadb.sh, scripts/postgres.sh: they install
 # the servers, mysqlbinlog and pg_recvlogical with apt-get when missing), runs
 # every phase and prints one markdown table (also written to --out).
@@ -95,7 +95,7 @@ log "building outboxrelay, devkafka and the bench harness"
 mkdir -p "$WORK/bin"
 go build -o "$WORK/bin/outboxrelay" ./cmd/outboxrelay
 go build -o "$WORK/bin/devkafka" ./cmd/devkafka
-go build -o "$WORK/bin/bench" ./internal/bench
+go build -o "$WORK/bin/bench" ./cmd/bench
 if [[ -n $RELAY ]]; then
 	log "measuring $RELAY instead of the work tree's relay"
 	cp "$RELAY" "$WORK/bin/outboxrelay"

@@ -11,6 +11,9 @@ import (
 	"errors"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/schema"
 )
 
@@ -70,7 +73,70 @@ type Reader interface {
 	// durable, so it may let the server release log up to there. Sources
 	// whose server keeps no per-reader state (MySQL) ignore it.
 	Ack(ctx context.Context, pos Position) error
+	// Tables returns the outbox tables' layouts as the server showed them
+	// when the reader opened (those the relay's user can see), so that the
+	// mapping is checked before the first row.
+	Tables() []*schema.Table
 	Close() error
+}
+
+// Source is one configured kind of source — everything the relay, its
+// commands (check, checkpoint show/set, replay) and its metrics need from a
+// database. Implementations live in their own packages (source/mysql,
+// source/postgres); source/kinds lists them. Positions cross this
+// interface as their text form, which each kind parses itself.
+type Source interface {
+	// Kind names the kind, as in source.type and in checkpoints.
+	Kind() string
+	// Resolve returns the position a relay without a checkpoint starts
+	// from (the configured start). The relay stores it before it sends
+	// anything. "" means the server keeps that position itself (a
+	// replication slot): Open("") starts there.
+	Resolve(ctx context.Context) (string, error)
+	// Open starts reading right after from (a checkpoint's position).
+	Open(ctx context.Context, from string, o OpenOptions) (Reader, error)
+	// Compare orders two positions of this kind: -1, 0 or 1.
+	Compare(a, b string) (int, error)
+	// Number maps a position to a number that grows with the log, for
+	// metrics; false when it has none.
+	Number(pos string) (float64, bool)
+	// Status reports the server's position now and how far pos (if not
+	// "") is behind it.
+	Status(ctx context.Context, pos string) (PositionStatus, error)
+	// Check verifies that a relay (or, with o.Replay, a replay) could
+	// start right after pos, and returns the position to store: the same,
+	// completed with what the server can tell (a GTID set).
+	Check(ctx context.Context, pos string, o OpenOptions) (string, error)
+	// Preflight checks what the source needs from the server and the
+	// relay's user, given the stored position ("" if none), each with the
+	// fix. It changes nothing on the server.
+	Preflight(ctx context.Context, pos string, saved time.Time) []preflight.Check
+	// StartNote says, for operators, where a relay with no checkpoint
+	// starts ("source.mysql.start (current)").
+	StartNote() string
+}
+
+// OpenOptions tune a reader.
+type OpenOptions struct {
+	// Replay opens a bounded re-read for `outboxrelay replay` that must
+	// not disturb the running relay (MySQL: a replica id of its own;
+	// Postgres: a temporary copy of the slot, never moving the relay's).
+	Replay bool
+	// ReplicaID is a replay's MySQL replica server_id (0: a free one).
+	ReplicaID uint32
+}
+
+// Config is one kind's configuration section (source.<kind>).
+type Config interface {
+	// SetDefaults fills the zero fields with their defaults.
+	SetDefaults()
+	// Validate names the field at fault (without the source.<kind>
+	// prefix).
+	Validate() error
+	// OutboxTables lists the configured outbox tables, for logs.
+	OutboxTables() []string
+	// NewSource returns the source; nothing connects yet.
+	NewSource(log zerolog.Logger) Source
 }
 
 // ErrEndOfRange is returned by a Reader bounded to a range (replay) once it

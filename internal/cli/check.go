@@ -9,8 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -21,8 +19,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/sink/kafka"
-	"github.com/outboxrelay/outboxrelay/source/mysql"
-	"github.com/outboxrelay/outboxrelay/source/postgres"
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // checkTimeout bounds the whole preflight: each connection also has its
@@ -69,15 +66,14 @@ func cmdCheck(ctx context.Context, args []string, environ []string, stdout, stde
 // Preflight runs every check for cfg: the configuration and checkpoint
 // location, the source, and Kafka. path is the config file, for messages.
 func Preflight(ctx context.Context, cfg *config.Config, path string) []preflight.Check {
-	checks := []preflight.Check{preflight.Pass("config", "%s is valid: %s source, outbox tables %s", orDash(path), cfg.Source.Type, strings.Join(cfg.Source.Tables(), ", "))}
-	cpCheck, pos, saved := checkpointCheck(ctx, cfg)
-	checks = append(checks, cpCheck)
-	switch cfg.Source.Type {
-	case "mysql":
-		checks = append(checks, mysql.NewSource(cfg.Source.MySQL, newLogger(cfg.Log, io.Discard)).Preflight(ctx, pos, saved)...)
-	case "postgres":
-		checks = append(checks, postgres.NewSource(cfg.Source.Postgres, newLogger(cfg.Log, io.Discard)).Preflight(ctx, pos, saved)...)
+	src, err := cfg.Source.New(newLogger(cfg.Log, io.Discard))
+	if err != nil {
+		return []preflight.Check{preflight.Fail("config", err.Error(), "correct source.type")}
 	}
+	checks := []preflight.Check{preflight.Pass("config", "%s is valid: %s source, outbox tables %s", orDash(path), cfg.Source.Type, strings.Join(cfg.Source.OutboxTables(), ", "))}
+	cpCheck, pos, saved := checkpointCheck(ctx, cfg, src)
+	checks = append(checks, cpCheck)
+	checks = append(checks, src.Preflight(ctx, pos, saved)...)
 	checks = append(checks, kafka.Preflight(ctx, cfg.Kafka, kafkaTargets(cfg.Outbox))...)
 	return checks
 }
@@ -85,7 +81,7 @@ func Preflight(ctx context.Context, cfg *config.Config, path string) []preflight
 // checkpointCheck checks that the checkpoint's directory is writable and
 // what the stored checkpoint says; it returns the position the relay would
 // resume from ("" if none) and when it was written.
-func checkpointCheck(ctx context.Context, cfg *config.Config) (preflight.Check, string, time.Time) {
+func checkpointCheck(ctx context.Context, cfg *config.Config, src source.Source) (preflight.Check, string, time.Time) {
 	const name = "checkpoint"
 	p := cfg.Checkpoint.File.Path
 	dir := filepath.Dir(p)
@@ -104,11 +100,7 @@ func checkpointCheck(ctx context.Context, cfg *config.Config) (preflight.Check, 
 	cp, err := store.Load(ctx)
 	switch {
 	case errors.Is(err, checkpoint.ErrNotFound):
-		start := "source.mysql.start (" + cfg.Source.MySQL.Start + ")"
-		if cfg.Source.Type == "postgres" {
-			start = "the replication slot's confirmed_flush_lsn"
-		}
-		return preflight.Pass(name, "no checkpoint yet at %s: the relay will start at %s", p, start), "", time.Time{}
+		return preflight.Pass(name, "no checkpoint yet at %s: the relay will start at %s", p, src.StartNote()), "", time.Time{}
 	case err != nil:
 		return preflight.Fail(name, err.Error(), "restore the file from a backup, or set a position with `outboxrelay checkpoint set`"), "", time.Time{}
 	case cp.Source != cfg.Source.Type:
@@ -118,47 +110,10 @@ func checkpointCheck(ctx context.Context, cfg *config.Config) (preflight.Check, 
 	return preflight.Pass(name, "%s at %s, written %s (%s ago)", cp.Position, p, cp.UpdatedAt.Format(time.RFC3339), time.Since(cp.UpdatedAt).Round(time.Second)), cp.Position, cp.UpdatedAt
 }
 
-// kafkaTargets lists the topics the mapping can produce to: fixed names,
-// and patterns for templates with ${column} placeholders.
+// kafkaTargets lists the topics the mapping can produce to.
 func kafkaTargets(c outbox.Config) kafka.Targets {
-	templates := map[string]bool{c.Topic: true}
-	for _, m := range c.Tables {
-		if m.Topic != "" {
-			templates[m.Topic] = true
-		}
-	}
-	if c.OnBadRow == outbox.PolicyDeadLetter && c.DeadLetterTopic != "" {
-		templates[c.DeadLetterTopic] = true
-	}
-	var t kafka.Targets
-	names := make([]string, 0, len(templates))
-	for s := range templates {
-		names = append(names, s)
-	}
-	sort.Strings(names)
-	for _, s := range names {
-		if !strings.Contains(s, "${") {
-			t.Topics = append(t.Topics, s)
-			continue
-		}
-		var re strings.Builder
-		re.WriteString("^")
-		for rest := s; rest != ""; {
-			i := strings.Index(rest, "${")
-			j := strings.IndexByte(rest[max(i, 0):], '}')
-			if i < 0 || j < 0 {
-				re.WriteString(regexp.QuoteMeta(rest))
-				break
-			}
-			re.WriteString(regexp.QuoteMeta(rest[:i]) + ".+")
-			rest = rest[i+j+1:]
-		}
-		re.WriteString("$")
-		if p, err := regexp.Compile(re.String()); err == nil {
-			t.Patterns = append(t.Patterns, p)
-		}
-	}
-	return t
+	topics, patterns := c.Targets()
+	return kafka.Targets{Topics: topics, Patterns: patterns}
 }
 
 func printChecks(w io.Writer, checks []preflight.Check) {

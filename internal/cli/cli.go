@@ -249,7 +249,7 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 		log.Error().Err(err).Msg("cannot start")
 		return ExitFailure
 	}
-	log.Info().Str("version", version()).Str("source", cfg.Source.Type).Strs("tables", cfg.Source.Tables()).Strs("brokers", cfg.Kafka.Brokers).Msg("outboxrelay starting")
+	log.Info().Str("version", version()).Str("source", cfg.Source.Type).Strs("tables", cfg.Source.OutboxTables()).Strs("brokers", cfg.Kafka.Brokers).Msg("outboxrelay starting")
 	stopped := make(chan struct{})
 	defer close(stopped)
 	go func() {

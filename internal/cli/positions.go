@@ -13,30 +13,22 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/checkpoint/file"
+	"github.com/outboxrelay/outboxrelay/checkpoint/mem"
 	"github.com/outboxrelay/outboxrelay/internal/config"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/relay"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/outboxrelay/outboxrelay/sink/kafka"
 	"github.com/outboxrelay/outboxrelay/source"
-	"github.com/outboxrelay/outboxrelay/source/mysql"
-	"github.com/outboxrelay/outboxrelay/source/postgres"
 )
 
-// positionTools is what the position commands need from a source.
-type positionTools interface {
-	relay.Source
-	Compare(a, b string) (int, error)
-	Status(ctx context.Context, pos string) (source.PositionStatus, error)
-	Check(ctx context.Context, pos string) (string, error)
-}
-
-func tools(cfg *config.Config, stderr io.Writer) positionTools {
-	log := newLogger(cfg.Log, stderr)
-	if cfg.Source.Type == "postgres" {
-		return postgres.NewSource(cfg.Source.Postgres, log)
+// tools returns the configured source, for the position commands.
+func tools(cfg *config.Config, stderr io.Writer) source.Source {
+	src, err := cfg.Source.New(newLogger(cfg.Log, stderr))
+	if err != nil {
+		panic(err) // unreachable: the configuration was validated
 	}
-	return mysql.NewSource(cfg.Source.MySQL, log)
+	return src
 }
 
 // showOutput is `checkpoint show --json`.
@@ -64,11 +56,7 @@ func cmdCheckpointShow(ctx context.Context, args []string, environ []string, std
 	}
 	cp, err := store.Load(ctx)
 	if errors.Is(err, checkpoint.ErrNotFound) {
-		where := "source." + cfg.Source.Type + ".start"
-		if cfg.Source.Type == "postgres" {
-			where = "the replication slot's confirmed_flush_lsn"
-		}
-		fmt.Fprintf(stderr, "no checkpoint stored at %s: the relay will start at %s\n", cfg.Checkpoint.File.Path, where)
+		fmt.Fprintf(stderr, "no checkpoint stored at %s: the relay will start at %s\n", cfg.Checkpoint.File.Path, tools(cfg, io.Discard).StartNote())
 		return ExitFailure
 	}
 	if err != nil {
@@ -137,7 +125,7 @@ func cmdCheckpointSet(ctx context.Context, args []string, environ []string, stdo
 	}
 	defer unlock()
 	t := tools(cfg, io.Discard)
-	pos, err := t.Check(ctx, to)
+	pos, err := t.Check(ctx, to, source.OpenOptions{})
 	if err != nil {
 		fmt.Fprintf(stderr, "checkpoint set: refused: %v\n", err)
 		return ExitFailure
@@ -159,35 +147,14 @@ func cmdCheckpointSet(ctx context.Context, args []string, environ []string, stdo
 	return ExitOK
 }
 
-// memStore is the replay's own checkpoint: it never touches the relay's.
-type memStore struct {
-	mu sync.Mutex
-	cp checkpoint.Checkpoint
-}
-
-func (m *memStore) Load(context.Context) (checkpoint.Checkpoint, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.cp, nil
-}
-
-func (m *memStore) Save(_ context.Context, cp checkpoint.Checkpoint) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.cp = cp
-	return nil
-}
-
-func (m *memStore) Close() error { return nil }
-
 // rangeSource bounds a source to transactions that begin before `to`.
 type rangeSource struct {
-	positionTools
+	relaySource
 	to string
 }
 
 func (s rangeSource) Open(ctx context.Context, from string) (source.Reader, error) {
-	r, err := s.positionTools.Open(ctx, from)
+	r, err := s.relaySource.Open(ctx, from)
 	if err != nil {
 		return nil, err
 	}
@@ -261,41 +228,14 @@ func cmdReplay(ctx context.Context, args []string, environ []string, stdout, std
 		return ExitUsage
 	}
 	log := newLogger(cfg.Log, stderr)
-	var t positionTools
-	if cfg.Source.Type == "postgres" {
-		pcfg := cfg.Source.Postgres
-		pcfg.Replay = true
-		t = postgres.NewSource(pcfg, log)
-	} else {
-		mcfg := cfg.Source.MySQL
-		mcfg.Replay = true
-		switch {
-		case serverID > math.MaxUint32:
-			fmt.Fprintf(stderr, "replay: --server-id: %d is not a server_id (want 1 to %d)\n", serverID, uint32(math.MaxUint32))
-			return ExitUsage
-		case serverID != 0:
-			mcfg.ServerID = uint32(serverID)
-		default:
-			// One the server's replicas do not use: the running relay's
-			// plus a constant could collide, or overflow.
-			id, err := mysql.FreeServerID(ctx, mcfg)
-			if err != nil {
-				fmt.Fprintf(stderr, "replay: pick a replica server_id (or pass --server-id): %v\n", err)
-				return ExitFailure
-			}
-			mcfg.ServerID = id
-		}
-		t = mysql.NewSource(mcfg, log)
+	if serverID > math.MaxUint32 {
+		fmt.Fprintf(stderr, "replay: --server-id: %d is not a server_id (want 1 to %d)\n", serverID, uint32(math.MaxUint32))
+		return ExitUsage
 	}
+	t := tools(cfg, stderr)
+	o := source.OpenOptions{Replay: true, ReplicaID: uint32(serverID)}
 	var err error
-	if cfg.Source.Type == "postgres" {
-		// Opening the temporary slot copy checks --from (with the earliest
-		// position a replay can start from).
-		if _, err = postgres.ParsePosition(from); err != nil {
-			fmt.Fprintf(stderr, "replay: --from: %v\n", err)
-			return ExitUsage
-		}
-	} else if from, err = t.Check(ctx, from); err != nil {
+	if from, err = t.Check(ctx, from, o); err != nil {
 		fmt.Fprintf(stderr, "replay: --from: %v\n", err)
 		return ExitFailure
 	}
@@ -331,14 +271,15 @@ func cmdReplay(ctx context.Context, args []string, environ []string, stdout, std
 		counter.Sink = k
 		return counter, nil
 	}
-	store := &memStore{cp: checkpoint.Checkpoint{Source: t.Kind(), Position: from}}
-	r := relay.New(cfg.Relay, rangeSource{positionTools: t, to: to}, newSink, store, mapper, log.With().Str("component", "replay").Logger())
+	store := mem.At(checkpoint.Checkpoint{Source: t.Kind(), Position: from})
+	r := relay.New(cfg.Relay, rangeSource{relaySource: relaySource{Source: t, o: o}, to: to}, newSink, store, mapper, log.With().Str("component", "replay").Logger())
 	if err := r.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "replay: %v\n", err)
 		return ExitFailure
 	}
 	if ctx.Err() != nil {
-		fmt.Fprintf(stdout, "replay interrupted after %d records (up to %s)\n", counter.n, store.cp.Position)
+		cp, _ := store.Load(context.Background())
+		fmt.Fprintf(stdout, "replay interrupted after %d records (up to %s)\n", counter.n, cp.Position)
 		return ExitFailure
 	}
 	fmt.Fprintf(stdout, "replayed %d records from transactions after %s and before %s\n  first transaction: %s\n  last transaction:  %s\n", counter.n, from, to, counter.first, counter.last)

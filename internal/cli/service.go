@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strconv"
-	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -17,8 +15,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/internal/relay"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/outboxrelay/outboxrelay/sink/kafka"
-	"github.com/outboxrelay/outboxrelay/source/mysql"
-	"github.com/outboxrelay/outboxrelay/source/postgres"
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // Service is the relay as `outboxrelay run` starts it: the pipeline, its
@@ -39,17 +36,9 @@ type Service struct {
 
 // NewService wires the components named by cfg. Nothing connects yet.
 func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
-	var src interface {
-		relay.Source
-		metrics.StatusSource
-	}
-	switch cfg.Source.Type {
-	case "mysql":
-		src = mysql.NewSource(cfg.Source.MySQL, log)
-	case "postgres":
-		src = postgres.NewSource(cfg.Source.Postgres, log)
-	default:
-		return nil, fmt.Errorf("source.type: %q is not one of mysql, postgres", cfg.Source.Type)
+	src, err := cfg.Source.New(log)
+	if err != nil {
+		return nil, err
 	}
 	store, err := file.New(cfg.Checkpoint.File)
 	if err != nil {
@@ -66,12 +55,13 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 
 	s := &Service{Store: store, cfg: cfg}
 	rcfg := cfg.Relay
-	var rsrc relay.Source = src
+	var rsrc relay.Source = relaySource{Source: src}
 	var rstore checkpoint.Store = store
 	if cfg.Metrics.Enabled() {
-		m := metrics.New(cfg.Metrics, metrics.Info{Source: cfg.Source.Type, Version: version(), Position: numericPosition(cfg.Source.Type)},
+		_, wal := src.(metrics.WALRetainer)
+		m := metrics.New(cfg.Metrics, metrics.Info{Source: src.Kind(), Version: version(), Position: src.Number, RetainsWAL: wal},
 			log.With().Str("component", "metrics").Logger())
-		rsrc, rstore, newSink = m.Source(src), m.Store(store), m.SinkFactory(newSink)
+		rsrc, rstore, newSink = m.Source(rsrc), m.Store(store), m.SinkFactory(newSink)
 		rcfg.Observer = m.Observer()
 		if prev := rcfg.BadRowHook; prev != nil {
 			rcfg.BadRowHook = func(reason, policy string) { m.BadRow(reason, policy); prev(reason, policy) }
@@ -115,27 +105,13 @@ func (s *Service) Run(ctx context.Context) error {
 	return s.Relay.Run(ctx)
 }
 
-// numericPosition gives outboxrelay_checkpoint_position a number that
-// grows with the log.
-func numericPosition(kind string) func(string) (float64, bool) {
-	switch kind {
-	case "postgres":
-		return func(s string) (float64, bool) {
-			p, err := postgres.ParsePosition(s)
-			return float64(p.LSN), err == nil
-		}
-	case "mysql":
-		return func(s string) (float64, bool) {
-			p, err := mysql.ParsePosition(s)
-			if err != nil || p.File == "" {
-				return 0, false
-			}
-			seq, err := strconv.ParseUint(p.File[strings.LastIndexByte(p.File, '.')+1:], 10, 32)
-			if err != nil {
-				return 0, false
-			}
-			return float64(seq<<32 | uint64(p.Offset)), true
-		}
-	}
-	return nil
+// relaySource is a source as the relay opens it: with fixed options (a
+// live relay's, or a replay's).
+type relaySource struct {
+	source.Source
+	o source.OpenOptions
+}
+
+func (s relaySource) Open(ctx context.Context, from string) (source.Reader, error) {
+	return s.Source.Open(ctx, from, s.o)
 }

@@ -15,8 +15,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/relay"
 	"github.com/outboxrelay/outboxrelay/sink/kafka"
-	"github.com/outboxrelay/outboxrelay/source/mysql"
-	"github.com/outboxrelay/outboxrelay/source/postgres"
+	"github.com/outboxrelay/outboxrelay/source/kinds"
 )
 
 // EnvPrefix starts every environment override: OUTBOXRELAY_SOURCE_MYSQL_PASSWORD
@@ -25,7 +24,7 @@ const EnvPrefix = "OUTBOXRELAY_"
 
 // Config is the whole configuration file.
 type Config struct {
-	Source     Source        `yaml:"source"`
+	Source     kinds.Config  `yaml:"source"`
 	Outbox     outbox.Config `yaml:"outbox"`
 	Kafka      kafka.Config  `yaml:"kafka"`
 	Checkpoint Checkpoint    `yaml:"checkpoint"`
@@ -33,25 +32,6 @@ type Config struct {
 	Log        Log           `yaml:"log"`
 	// Metrics serves /metrics, /healthz and /readyz (off by default).
 	Metrics metrics.Config `yaml:"metrics"`
-}
-
-// Source selects and configures the source.
-type Source struct {
-	// Type is "mysql" (MySQL and MariaDB) or "postgres". Required.
-	Type     string          `yaml:"type"`
-	MySQL    mysql.Config    `yaml:"mysql"`
-	Postgres postgres.Config `yaml:"postgres"`
-}
-
-// Tables returns the outbox table filter of the selected source, for logs.
-func (s *Source) Tables() []string {
-	switch s.Type {
-	case "mysql":
-		return s.MySQL.Tables
-	case "postgres":
-		return s.Postgres.Tables
-	}
-	return nil
 }
 
 // Checkpoint selects and configures the checkpoint store.
@@ -98,12 +78,7 @@ func Parse(b []byte, environ []string) (*Config, error) {
 
 // SetDefaults fills every component's defaults.
 func (c *Config) SetDefaults() {
-	switch c.Source.Type {
-	case "mysql":
-		c.Source.MySQL.SetDefaults()
-	case "postgres":
-		c.Source.Postgres.SetDefaults()
-	}
+	c.Source.SetDefaults()
 	c.Outbox.SetDefaults()
 	c.Kafka.SetDefaults()
 	if c.Checkpoint.Type == "" {
@@ -130,16 +105,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.%s", key, line))
 		}
 	}
-	switch c.Source.Type {
-	case "mysql":
-		prefix("source.mysql", c.Source.MySQL.Validate())
-	case "postgres":
-		prefix("source.postgres", c.Source.Postgres.Validate())
-	case "":
-		errs = append(errs, errors.New("source.type: required (mysql or postgres)"))
-	default:
-		errs = append(errs, fmt.Errorf("source.type: %q is not one of mysql, postgres", c.Source.Type))
-	}
+	prefix("source", c.Source.Validate())
 	prefix("outbox", c.Outbox.Validate())
 	prefix("kafka", c.Kafka.Validate())
 	switch c.Checkpoint.Type {

@@ -113,7 +113,7 @@ func TestParsePostgres(t *testing.T) {
 	if pg.Slot != "outboxrelay" || pg.Publication != "outboxrelay" || pg.Create != "auto" || pg.StatusInterval != 10*time.Second || pg.Heartbeat != 30*time.Second {
 		t.Fatalf("postgres defaults/env not applied: %+v", pg)
 	}
-	if got := c.Source.Tables(); len(got) != 1 || got[0] != "public.outbox" {
+	if got := c.Source.OutboxTables(); len(got) != 1 || got[0] != "public.outbox" {
 		t.Fatalf("Tables() = %v", got)
 	}
 	for _, tt := range []struct {

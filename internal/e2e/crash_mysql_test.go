@@ -4,20 +4,7 @@ import (
 	"testing"
 
 	"github.com/outboxrelay/outboxrelay/internal/testdb"
-	"github.com/outboxrelay/outboxrelay/source/mysql"
 )
-
-func mysqlCompare(a, b string) (int, error) {
-	pa, err := mysql.ParsePosition(a)
-	if err != nil {
-		return 0, err
-	}
-	pb, err := mysql.ParsePosition(b)
-	if err != nil {
-		return 0, err
-	}
-	return pa.Compare(pb)
-}
 
 // TestIntegrationCrashMySQL kills the relay binary with SIGKILL at random
 // moments and at failpoints while rows are written, including inside a

@@ -2,21 +2,7 @@ package e2e
 
 import (
 	"testing"
-
-	"github.com/outboxrelay/outboxrelay/source/postgres"
 )
-
-func postgresCompare(a, b string) (int, error) {
-	pa, err := postgres.ParsePosition(a)
-	if err != nil {
-		return 0, err
-	}
-	pb, err := postgres.ParsePosition(b)
-	if err != nil {
-		return 0, err
-	}
-	return pa.Compare(pb), nil
-}
 
 // TestIntegrationCrashPostgres is the crash harness on a Postgres slot: 0
 // lost, 0 per-key order violations, duplicates only after the checkpoint

@@ -20,6 +20,9 @@ type Info struct {
 	// log (Postgres: the LSN), for outboxrelay_checkpoint_position; nil or
 	// ok=false when the source has none.
 	Position func(pos string) (v float64, ok bool)
+	// RetainsWAL: the source can say how much log the server keeps for the
+	// relay (a WALRetainer), for outboxrelay_source_retained_wal_bytes.
+	RetainsWAL bool
 }
 
 // Metrics holds the relay's collectors and readiness state. Create it with
@@ -69,7 +72,7 @@ func New(cfg Config, info Info, log zerolog.Logger) *Metrics {
 	m.sourceErrors = f.counter("outboxrelay_source_errors_total", "Failed attempts to connect to or read the database log; each is retried with backoff from the checkpoint.")
 	m.behindBytes = f.gauge("outboxrelay_source_behind_bytes", "Bytes of binlog/WAL between the checkpoint and the server's current position, as the server reports it (polled every metrics.status_interval).")
 	m.retainedWAL = prometheus.NewGauge(prometheus.GaugeOpts{Name: "outboxrelay_source_retained_wal_bytes", Help: "PostgreSQL: bytes of WAL the server keeps for the relay's replication slot (from its restart_lsn to the current position)."})
-	if info.Source == "postgres" {
+	if info.RetainsWAL {
 		m.reg.MustRegister(m.retainedWAL)
 	}
 	m.produced = f.counterVec("outboxrelay_records_produced_total", "Records Kafka acknowledged, by topic.", "topic")

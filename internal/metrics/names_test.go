@@ -15,7 +15,7 @@ import (
 // outboxrelay_* metric, and only those.
 func TestMetricNamesFollowConventions(t *testing.T) {
 	t.Parallel()
-	m := New(Config{Listen: "127.0.0.1:0"}, Info{Source: "postgres", Version: "test"}, zerolog.Nop())
+	m := New(Config{Listen: "127.0.0.1:0"}, Info{Source: "postgres", Version: "test", RetainsWAL: true}, zerolog.Nop())
 	m.BadRow("null_key", "skip") // vectors are gathered once they have a series
 	m.topic("outbox.event.order")
 	families, err := m.Registry().Gather()

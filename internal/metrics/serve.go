@@ -20,9 +20,9 @@ type StatusSource interface {
 	Status(ctx context.Context, pos string) (source.PositionStatus, error)
 }
 
-// walRetainer is a source that can say how much WAL the server keeps for
+// WALRetainer is a source that can say how much WAL the server keeps for
 // the relay (PostgreSQL).
-type walRetainer interface {
+type WALRetainer interface {
 	RetainedWAL(ctx context.Context) (int64, error)
 }
 
@@ -127,7 +127,7 @@ func (m *Metrics) poll(ctx context.Context, status StatusSource) {
 	} else if st.BehindBytes >= 0 {
 		m.behindBytes.Set(float64(st.BehindBytes))
 	}
-	if r, ok := status.(walRetainer); ok {
+	if r, ok := status.(WALRetainer); ok {
 		if n, err := r.RetainedWAL(pctx); err == nil && n >= 0 {
 			m.retainedWAL.Set(float64(n))
 		}

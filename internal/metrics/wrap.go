@@ -8,7 +8,6 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/internal/relay"
-	"github.com/outboxrelay/outboxrelay/schema"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/outboxrelay/outboxrelay/source"
 )
@@ -37,16 +36,8 @@ func (s *meteredSource) Open(ctx context.Context, from string) (source.Reader, e
 	if m.opens.Add(1) > 1 {
 		m.reconnects.Inc()
 	}
-	mr := &meteredReader{Reader: r, m: m, gen: m.state.opened(time.Now())}
-	// The relay asks a reader for its tables (to check the mapping before
-	// the first row): keep that method visible through the decorator.
-	if t, ok := r.(tableLister); ok {
-		return &meteredTableReader{meteredReader: mr, t: t}, nil
-	}
-	return mr, nil
+	return &meteredReader{Reader: r, m: m, gen: m.state.opened(time.Now())}, nil
 }
-
-type tableLister interface{ Tables() []*schema.Table }
 
 type meteredReader struct {
 	source.Reader
@@ -84,13 +75,6 @@ func (r *meteredReader) Close() error {
 	r.m.state.failed(r.gen, errors.New("the pipeline stopped; the relay's log says why and it retries with backoff"), time.Now())
 	return r.Reader.Close()
 }
-
-type meteredTableReader struct {
-	*meteredReader
-	t tableLister
-}
-
-func (r *meteredTableReader) Tables() []*schema.Table { return r.t.Tables() }
 
 // SinkFactory measures every sink it makes: records acknowledged and
 // refused by topic, and records in flight.

@@ -317,3 +317,18 @@ func FuzzMap(f *testing.F) {
 		}
 	})
 }
+
+// TestTargets: the topics a mapping produces to, as names and patterns.
+func TestTargets(t *testing.T) {
+	t.Parallel()
+	c := Config{OnBadRow: PolicyDeadLetter, DeadLetterTopic: "outbox.dlq",
+		Tables: map[string]Mapping{"shop.other": {Topic: "fixed.topic"}}}
+	c.SetDefaults()
+	topics, patterns := c.Targets()
+	if strings.Join(topics, ",") != "fixed.topic,outbox.dlq" {
+		t.Errorf("topics %v", topics)
+	}
+	if len(patterns) != 1 || !patterns[0].MatchString("outbox.event.order") || patterns[0].MatchString("outbox.event.") || patterns[0].MatchString("xoutbox.event.order") {
+		t.Errorf("patterns %v", patterns)
+	}
+}

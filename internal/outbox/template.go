@@ -2,6 +2,8 @@ package outbox
 
 import (
 	"fmt"
+	"regexp"
+	"sort"
 	"strings"
 )
 
@@ -53,4 +55,51 @@ func (t template) columns() []string {
 		}
 	}
 	return cols
+}
+
+// pattern is a regexp matching every name the template can produce.
+func (t template) pattern() *regexp.Regexp {
+	var b strings.Builder
+	b.WriteString("^")
+	for _, p := range t.parts {
+		if p.column != "" {
+			b.WriteString(".+")
+		} else {
+			b.WriteString(regexp.QuoteMeta(p.lit))
+		}
+	}
+	b.WriteString("$")
+	return regexp.MustCompile(b.String())
+}
+
+// Targets lists the topics the mapping can produce to — the topic
+// template, per-table overrides and the dead-letter topic: fixed names,
+// and patterns for templates that refer to columns.
+func (c *Config) Targets() (topics []string, patterns []*regexp.Regexp) {
+	templates := map[string]bool{c.Topic: true}
+	for _, m := range c.Tables {
+		if m.Topic != "" {
+			templates[m.Topic] = true
+		}
+	}
+	if c.OnBadRow == PolicyDeadLetter && c.DeadLetterTopic != "" {
+		templates[c.DeadLetterTopic] = true
+	}
+	names := make([]string, 0, len(templates))
+	for s := range templates {
+		names = append(names, s)
+	}
+	sort.Strings(names)
+	for _, s := range names {
+		t, err := parseTemplate(s)
+		switch {
+		case err != nil:
+			continue // Validate reports it
+		case len(t.columns()) == 0:
+			topics = append(topics, s)
+		default:
+			patterns = append(patterns, t.pattern())
+		}
+	}
+	return topics, patterns
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/internal/retry"
-	"github.com/outboxrelay/outboxrelay/schema"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/outboxrelay/outboxrelay/source"
 )
@@ -37,11 +36,9 @@ func (s *session) run(ctx context.Context) error {
 	defer reader.Close()
 	// A table lacking a configured column is a configuration error: find
 	// it now rather than at its first row.
-	if tl, ok := reader.(interface{ Tables() []*schema.Table }); ok {
-		for _, t := range tl.Tables() {
-			if err := r.mapper.CheckTable(t); err != nil {
-				return retry.Stop(fmt.Errorf("outbox mapping: %w", err))
-			}
+	for _, t := range reader.Tables() {
+		if err := r.mapper.CheckTable(t); err != nil {
+			return retry.Stop(fmt.Errorf("outbox mapping: %w", err))
 		}
 	}
 	snk, err := r.newSink(ctx)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/schema"
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // Preflight checks (outboxrelay check) read the server's settings, the
@@ -321,7 +322,7 @@ func (p *prober) retention(ctx context.Context, s *Source, pos string, saved tim
 		return preflight.Warn(name, fmt.Sprintf("%s; cannot list the binlogs to check the checkpoint %s against them (%v)", retText, pos, p.logsErr),
 			"grant the privilege named by mysql.grant_binlog_monitor, then check again")
 	}
-	if _, err := s.Check(ctx, pos); err != nil {
+	if _, err := s.Check(ctx, pos, source.OpenOptions{}); err != nil {
 		return preflight.Fail(name, fmt.Sprintf("%s; the checkpoint %s cannot be resumed from: %v", retText, pos, err),
 			"see docs/operations.md, \"Binlog purged\": replay the missing events from a backup, or accept the gap with `outboxrelay checkpoint set`")
 	}

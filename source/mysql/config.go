@@ -15,6 +15,10 @@ import (
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/schema"
+
+	"github.com/rs/zerolog"
+
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // Config of the MySQL/MariaDB source.
@@ -48,9 +52,10 @@ type Config struct {
 	Heartbeat time.Duration `yaml:"heartbeat"`
 	// ConnectTimeout bounds each connection attempt. Default 10s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// Replay is set by `outboxrelay replay`: with binlog_row_metadata
-	// MINIMAL it refuses to cross a DDL on an outbox table.
-	Replay bool `yaml:"-"`
+	// replay: a reader opened for `outboxrelay replay` (OpenOptions):
+	// with binlog_row_metadata MINIMAL it refuses to cross a DDL on an
+	// outbox table.
+	replay bool
 
 	// deriveGTIDByReading makes a MariaDB reader derive a start
 	// position's GTID set from the binlog file (its GTID list event and
@@ -112,3 +117,14 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateSecurity()...)
 	return errors.Join(errs...)
 }
+
+// OutboxTables lists the configured outbox tables (source.Config).
+func (c *Config) OutboxTables() []string { return c.Tables }
+
+// NewSource returns the source for c (source.Config).
+func (c *Config) NewSource(log zerolog.Logger) source.Source { return NewSource(*c, log) }
+
+var (
+	_ source.Config = (*Config)(nil)
+	_ source.Source = (*Source)(nil)
+)

@@ -39,9 +39,43 @@ func NewSource(cfg Config, log zerolog.Logger) *Source {
 // Kind implements relay.Source.
 func (s *Source) Kind() string { return Kind }
 
-// Open implements relay.Source.
-func (s *Source) Open(ctx context.Context, from string) (source.Reader, error) {
-	return Open(ctx, s.cfg, s.log, from)
+// Open implements source.Source. A replay reads with a replica id of its
+// own (o.ReplicaID, or a free one), so as not to disconnect the relay.
+func (s *Source) Open(ctx context.Context, from string, o source.OpenOptions) (source.Reader, error) {
+	cfg := s.cfg
+	if o.Replay {
+		cfg.replay = true
+		cfg.ServerID = o.ReplicaID
+		if cfg.ServerID == 0 {
+			id, err := FreeServerID(ctx, cfg)
+			if err != nil {
+				return nil, fmt.Errorf("pick a replica server_id for the replay: %w", err)
+			}
+			cfg.ServerID = id
+			s.log.Info().Uint32("server_id", id).Msg("replay reads the binlog as replica server_id")
+		}
+	}
+	return Open(ctx, cfg, s.log, from)
+}
+
+// StartNote implements source.Source.
+func (s *Source) StartNote() string {
+	cfg := s.cfg
+	cfg.SetDefaults()
+	return "source.mysql.start (" + cfg.Start + ")"
+}
+
+// Number implements source.Source: binlog file number × 2^32 + offset.
+func (s *Source) Number(pos string) (float64, bool) {
+	p, err := ParsePosition(pos)
+	if err != nil || p.File == "" {
+		return 0, false
+	}
+	_, seq, err := splitFile(p.File)
+	if err != nil || seq >= 1<<20 {
+		return 0, false
+	}
+	return float64(seq<<32 | uint64(p.Offset)), true
 }
 
 // Resolve turns source.mysql.start (current, earliest or a position) into

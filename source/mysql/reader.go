@@ -739,7 +739,7 @@ func (r *Reader) table(tm *replication.TableMapEvent, h *replication.EventHeader
 // fallback mode. A replay refuses to cross a DDL that names an outbox table:
 // information_schema shows only today's layout.
 func (r *Reader) onDDL(q string, h *replication.EventHeader) error {
-	if r.cfg.Replay {
+	if r.cfg.replay {
 		for _, name := range r.fallbackNames() {
 			if mentions(q, name) {
 				return source.Permanent(fmt.Errorf("replay stops at %s:%d: a DDL statement changes outbox table %s there (%.80q), and with binlog_row_metadata=MINIMAL the relay cannot map rows from before it; replay up to this position, or set binlog_row_metadata=FULL", r.file, h.LogPos, name, q))

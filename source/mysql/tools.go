@@ -114,7 +114,7 @@ func (s *Source) Status(ctx context.Context, pos string) (source.PositionStatus,
 // GTID set filled in when the server has GTIDs (MariaDB computes it;
 // MySQL's is read from the file: its Previous_gtids event and the GTIDs up
 // to the offset).
-func (s *Source) Check(ctx context.Context, pos string) (string, error) {
+func (s *Source) Check(ctx context.Context, pos string, _ source.OpenOptions) (string, error) {
 	p, err := ParsePosition(pos)
 	if err != nil {
 		return "", err

@@ -9,6 +9,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/outboxrelay/outboxrelay/schema"
+
+	"github.com/outboxrelay/outboxrelay/source"
+	"github.com/rs/zerolog"
 )
 
 // Create modes.
@@ -62,9 +65,9 @@ type Config struct {
 	MessagePrefixes []string `yaml:"message_prefixes"`
 	// ConnectTimeout bounds each connection attempt. Default 10s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// Replay is set by `outboxrelay replay`: stream from a temporary copy of
-	// the slot, never moving the relay's own.
-	Replay bool `yaml:"-"`
+	// replay: a reader opened for `outboxrelay replay` (OpenOptions):
+	// stream from a temporary copy of the slot, never moving the relay's.
+	replay bool
 
 	password string // from PasswordFile (secrets.go)
 }
@@ -134,3 +137,14 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// OutboxTables lists the configured outbox tables (source.Config).
+func (c *Config) OutboxTables() []string { return c.Tables }
+
+// NewSource returns the source for c (source.Config).
+func (c *Config) NewSource(log zerolog.Logger) source.Source { return NewSource(*c, log) }
+
+var (
+	_ source.Config = (*Config)(nil)
+	_ source.Source = (*Source)(nil)
+)

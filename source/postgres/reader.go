@@ -162,7 +162,7 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		}
 		log.Info().Str("slot", cfg.Slot).Str("position", slot.confirmedFlush.String()).Msg("created replication slot")
 	}
-	if cfg.Replay && slot.confirmedFlush > 0 && from != "" {
+	if cfg.replay && slot.confirmedFlush > 0 && from != "" {
 		if p, err := ParsePosition(from); err == nil && p.LSN < slot.confirmedFlush {
 			return nil, source.Permanent(fmt.Errorf("replay from %s: replication slot %q has confirmed up to %s, and logical decoding cannot read WAL from before a slot's confirmed_flush_lsn: the earliest position a replay can start from is %s (older events must be re-inserted or restored from a backup)", p, cfg.Slot, slot.confirmedFlush, slot.confirmedFlush))
 		}
@@ -172,7 +172,7 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		return nil, err
 	}
 	streamSlot := cfg.Slot
-	if cfg.Replay {
+	if cfg.replay {
 		// A temporary copy of the relay's slot, made by this walsender
 		// session: it streams the range without moving the relay's slot,
 		// and disappears with the connection, whatever happens.
@@ -229,7 +229,7 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		defer close(r.done)
 		r.err = r.stream(sctx)
 	}()
-	if cfg.Heartbeat > 0 && !cfg.Replay {
+	if cfg.Heartbeat > 0 && !cfg.replay {
 		r.hbDone = make(chan struct{})
 		go func() {
 			defer close(r.hbDone)
@@ -352,13 +352,25 @@ func (s *Source) Kind() string { return Kind }
 // slot when it is missing and source.postgres.create is auto.
 func (s *Source) Resolve(context.Context) (string, error) { return "", nil }
 
-// Open implements relay.Source.
-func (s *Source) Open(ctx context.Context, from string) (source.Reader, error) {
-	r, err := Open(ctx, s.cfg, s.log, from)
+// Open implements source.Source. A replay streams from a temporary copy
+// of the relay's slot.
+func (s *Source) Open(ctx context.Context, from string, o source.OpenOptions) (source.Reader, error) {
+	cfg := s.cfg
+	cfg.replay = o.Replay
+	r, err := Open(ctx, cfg, s.log, from)
 	if err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// StartNote implements source.Source.
+func (s *Source) StartNote() string { return "the replication slot's confirmed_flush_lsn" }
+
+// Number implements source.Source: the LSN.
+func (s *Source) Number(pos string) (float64, bool) {
+	p, err := ParsePosition(pos)
+	return float64(p.LSN), err == nil
 }
 
 // Tables returns the outbox tables' columns as the catalog had them at open,

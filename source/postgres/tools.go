@@ -92,10 +92,15 @@ func (s *Source) Status(ctx context.Context, pos string) (source.PositionStatus,
 // Check verifies that the relay could resume right after pos: the slot
 // exists and can stream, has not confirmed beyond pos, and pos is not
 // beyond the server's WAL. It returns the position to store.
-func (s *Source) Check(ctx context.Context, pos string) (string, error) {
+func (s *Source) Check(ctx context.Context, pos string, o source.OpenOptions) (string, error) {
 	p, err := ParsePosition(pos)
 	if err != nil {
 		return "", err
+	}
+	if o.Replay {
+		// The replay's copy of the slot is checked when it is made: only
+		// then is its confirmed_flush_lsn known.
+		return p.String(), nil
 	}
 	conn, cfg, err := s.connect(ctx)
 	if err != nil {
