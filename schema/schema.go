@@ -10,6 +10,10 @@ type Table struct {
 	Schema  string
 	Name    string
 	Columns []string
+	// Types are the columns' SQL types as the catalog names them
+	// (lower-case: "varchar", "longtext", "bytea"), when the source read
+	// them from the catalog; nil for layouts taken from the log.
+	Types []string
 }
 
 // FullName is "schema.name", the form used in config and in errors.

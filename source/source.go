@@ -109,21 +109,40 @@ type Source interface {
 	Check(ctx context.Context, pos string, o OpenOptions) (string, error)
 	// Preflight checks what the source needs from the server and the
 	// relay's user, given the stored position ("" if none), each with the
-	// fix. It changes nothing on the server.
-	Preflight(ctx context.Context, pos string, saved time.Time) []preflight.Check
+	// fix: the same checks Open applies before it streams, and more. It
+	// changes nothing on the server.
+	Preflight(ctx context.Context, pos string, saved time.Time, o PreflightOptions) []preflight.Check
 	// StartNote says, for operators, where a relay with no checkpoint
 	// starts ("source.mysql.start (current)").
 	StartNote() string
 }
 
+// TableCheck checks an outbox table's layout against what the relay will
+// do with its rows (the outbox mapping): a non-nil error names the problem
+// and the fix.
+type TableCheck func(*schema.Table) error
+
 // OpenOptions tune a reader.
 type OpenOptions struct {
+	// CheckTable, when set, checks each outbox table the source finds at
+	// open, before the source creates anything on the server (a Postgres
+	// publication or slot); a failure stops the open (permanently).
+	CheckTable TableCheck
 	// Replay opens a bounded re-read for `outboxrelay replay` that must
 	// not disturb the running relay (MySQL: a replica id of its own;
 	// Postgres: a temporary copy of the slot, never moving the relay's).
 	Replay bool
 	// ReplicaID is a replay's MySQL replica server_id (0: a free one).
 	ReplicaID uint32
+}
+
+// PreflightOptions tune Preflight.
+type PreflightOptions struct {
+	// CheckTable is the mapping's check of each outbox table (as for Open).
+	CheckTable TableCheck
+	// RelayPID is the process of a relay running on this configuration
+	// (0: none), so that what it holds (its replica id) is not a conflict.
+	RelayPID int
 }
 
 // Config is one kind's configuration section (source.<kind>).

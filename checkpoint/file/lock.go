@@ -38,3 +38,21 @@ func (s *Store) Lock() (unlock func(), err error) {
 		f.Close()
 	}, nil
 }
+
+// Holder returns the process holding the checkpoint's lock (a relay running
+// on it), or 0 when none does.
+func (s *Store) Holder() int {
+	path := s.path + ".lock"
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err == nil {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		return 0 // nobody holds it
+	}
+	b, _ := os.ReadFile(path)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}

@@ -19,3 +19,5 @@ CREATE TABLE IF NOT EXISTS shop.outbox (
 -- need REPLICATION CLIENT (MySQL) or BINLOG MONITOR (MariaDB).
 CREATE USER IF NOT EXISTS 'outboxrelay'@'%' IDENTIFIED BY 'relay-secret';
 GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'outboxrelay'@'%';
+-- Its layout (columns, types, engine) for the checks before streaming; no data.
+GRANT REFERENCES ON shop.outbox TO 'outboxrelay'@'%';

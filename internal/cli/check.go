@@ -73,7 +73,15 @@ func Preflight(ctx context.Context, cfg *config.Config, path string) []preflight
 	checks := []preflight.Check{preflight.Pass("config", "%s is valid: %s source, outbox tables %s", orDash(path), cfg.Source.Type, strings.Join(cfg.Source.OutboxTables(), ", "))}
 	cpCheck, pos, saved := checkpointCheck(ctx, cfg, src)
 	checks = append(checks, cpCheck)
-	checks = append(checks, src.Preflight(ctx, pos, saved)...)
+	o := source.PreflightOptions{}
+	if mapper, err := outbox.New(cfg.Outbox); err == nil {
+		o.CheckTable = mapper.CheckTable
+	}
+	if store, err := file.New(cfg.Checkpoint.File); err == nil {
+		o.RelayPID = store.Holder()
+		store.Close()
+	}
+	checks = append(checks, src.Preflight(ctx, pos, saved, o)...)
 	checks = append(checks, kafka.Preflight(ctx, cfg.Kafka, kafkaTargets(cfg.Outbox))...)
 	return checks
 }

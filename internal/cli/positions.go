@@ -247,8 +247,12 @@ func cmdReplay(ctx context.Context, args []string, environ []string, stdout, std
 		}
 		to = st.Current
 	}
-	if c, err := t.Compare(from, to); err != nil || c >= 0 {
-		fmt.Fprintf(stderr, "replay: nothing to replay between %s and %s (%v)\n", from, to, err)
+	switch c, err := t.Compare(from, to); {
+	case err != nil:
+		fmt.Fprintf(stderr, "replay: --from %s and --to %s cannot be compared: %v\n", from, to, err)
+		return ExitUsage
+	case c >= 0:
+		fmt.Fprintf(stderr, "replay: --to %s is not after --from %s: nothing to replay\n", to, from)
 		return ExitFailure
 	}
 	ocfg := cfg.Outbox
@@ -271,8 +275,11 @@ func cmdReplay(ctx context.Context, args []string, environ []string, stdout, std
 		counter.Sink = k
 		return counter, nil
 	}
+	o.CheckTable = mapper.CheckTable
 	store := mem.At(checkpoint.Checkpoint{Source: t.Kind(), Position: from})
-	r := relay.New(cfg.Relay, rangeSource{relaySource: relaySource{Source: t, o: o}, to: to}, newSink, store, mapper, log.With().Str("component", "replay").Logger())
+	rcfg := cfg.Relay
+	rcfg.Ephemeral = true
+	r := relay.New(rcfg, rangeSource{relaySource: relaySource{Source: t, o: o}, to: to}, newSink, store, mapper, log.With().Str("component", "replay").Logger())
 	if err := r.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "replay: %v\n", err)
 		return ExitFailure

@@ -55,7 +55,7 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 
 	s := &Service{Store: store, cfg: cfg}
 	rcfg := cfg.Relay
-	var rsrc relay.Source = relaySource{Source: src}
+	var rsrc relay.Source = relaySource{Source: src, o: source.OpenOptions{CheckTable: mapper.CheckTable}}
 	var rstore checkpoint.Store = store
 	if cfg.Metrics.Enabled() {
 		_, wal := src.(metrics.WALRetainer)

@@ -240,7 +240,8 @@ func TestIntegrationMariaDBReconnectGTID(t *testing.T) {
 	user, password := "r"+db.DB[2:], "pw-"+db.DB
 	db.Exec(t,
 		fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", user, password),
-		fmt.Sprintf("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '%s'@'%%'", user))
+		fmt.Sprintf("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '%s'@'%%'", user),
+		fmt.Sprintf("GRANT REFERENCES ON %s.outbox TO '%s'@'%%'", db.DB, user))
 	t.Cleanup(func() { db.Exec(t, fmt.Sprintf("DROP USER IF EXISTS '%s'@'%%'", user)) })
 	relayDB := *db
 	relayDB.User, relayDB.Password = user, password

@@ -83,7 +83,7 @@ func TestIntegrationMySQLPositionTools(t *testing.T) {
 	file := strings.SplitN(p0, ":", 2)[0]
 	inside := firstEventAt(t, db, file, p1, "Table_map")
 	for _, bad := range []struct{ pos, want string }{
-		{"mysql-bin.999999:4", "no longer on the server"},
+		{"mysql-bin.999999:4", "does not exist on this server yet"},
 		{file + ":5", "does not start an event"},
 		{inside, "inside a transaction"},
 	} {

@@ -165,7 +165,34 @@ func (m *Mapper) layout(t *schema.Table) *layout {
 
 // CheckTable reports whether rows of t can be mapped at all (its columns),
 // so that a missing column is found at start rather than at the first row.
-func (m *Mapper) CheckTable(t *schema.Table) error { return m.layout(t).err }
+func (m *Mapper) CheckTable(t *schema.Table) error {
+	l := m.layout(t)
+	if l.err != nil {
+		return l.err
+	}
+	// Types are known when the layout came from the catalog: a column the
+	// mapping reads must hold text or bytes (numbers are written as text).
+	if len(t.Types) != len(t.Columns) {
+		return nil
+	}
+	used := append([]int{l.id, l.aggID, l.typ, l.payload, l.aggType, l.tracing}, l.fields...)
+	used = append(used, l.topicCols...)
+	for _, i := range used {
+		if i >= 0 && unusableTypes[t.Types[i]] {
+			return fmt.Errorf("table %s: column %s is of type %s, which the relay cannot turn into a key, header or value: use a text, binary or numeric column", t.FullName(), t.Columns[i], t.Types[i])
+		}
+	}
+	return nil
+}
+
+// unusableTypes are column types (as MySQL's DATA_TYPE or Postgres' typname
+// names them) that carry neither text nor bytes the relay could send.
+var unusableTypes = map[string]bool{
+	"geometry": true, "point": true, "linestring": true, "polygon": true, "multipoint": true,
+	"multilinestring": true, "multipolygon": true, "geometrycollection": true, "bit": true,
+	"line": true, "lseg": true, "box": true, "path": true, "circle": true, "varbit": true,
+	"tsvector": true, "tsquery": true,
+}
 
 // Map returns the record for one outbox row of transaction txID at index
 // idx within it.

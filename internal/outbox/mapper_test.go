@@ -332,3 +332,22 @@ func TestTargets(t *testing.T) {
 		t.Errorf("patterns %v", patterns)
 	}
 }
+
+// TestCheckTableTypes: with types from the catalog, a mapped column that
+// cannot carry text or bytes is refused; unmapped ones do not matter.
+func TestCheckTableTypes(t *testing.T) {
+	t.Parallel()
+	m, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols := []string{"id", "aggregatetype", "aggregateid", "type", "payload", "location"}
+	ok := &schema.Table{Schema: "s", Name: "o", Columns: cols, Types: []string{"varchar", "varchar", "bigint", "varchar", "json", "point"}}
+	if err := m.CheckTable(ok); err != nil {
+		t.Errorf("usable mapped columns (an unmapped point column): %v", err)
+	}
+	bad := &schema.Table{Schema: "s", Name: "o2", Columns: cols, Types: []string{"varchar", "varchar", "point", "varchar", "json", "int"}}
+	if err := m.CheckTable(bad); err == nil || !strings.Contains(err.Error(), "aggregateid is of type point") {
+		t.Errorf("a point key column: %v", err)
+	}
+}

@@ -56,6 +56,16 @@ type Config struct {
 	// there is not an outage the relay can wait out. Connection failures
 	// (an outage) do not count. Default 10; -1 never stops.
 	MaxFailuresAtPosition int `yaml:"max_failures_at_position"`
+	// RetryConfigErrors keeps retrying, with backoff, failures an operator
+	// must fix — a wrong password, a missing database, table or grant, a
+	// TLS mistake — instead of exiting with the fix (exit 1, which a
+	// platform such as Kubernetes shows as a failing pod). A lost
+	// position, a bad row under on_bad_row: fail, and
+	// max_failures_at_position stop the relay regardless. Default false.
+	RetryConfigErrors bool `yaml:"retry_config_errors"`
+	// Ephemeral says the store keeps nothing durable (a replay's, in
+	// memory): logs then say so instead of naming a checkpoint.
+	Ephemeral bool `yaml:"-"`
 	// BadRowHook, if set, is told of every bad row with its reason and the
 	// policy applied (for metrics).
 	BadRowHook func(reason, policy string) `yaml:"-"`
@@ -141,6 +151,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.latency.log(r.log)
 		}
 		err = rep.check(s, err, r.cfg.MaxFailuresAtPosition)
+		if r.cfg.RetryConfigErrors && isPermanent(err) && !mustStop(err) {
+			err = &retriedError{err}
+		}
 		if err != nil && s.from != "" && !isPermanent(err) && !errors.Is(err, context.Canceled) {
 			err = &AtError{At: s.from, Err: err}
 		}
@@ -172,10 +185,34 @@ func (p *repeats) check(s *session, err error, limit int) error {
 		*p = repeats{at: s.from, n: 1}
 	}
 	if limit > 0 && p.n >= limit {
-		return retry.Stop(fmt.Errorf("%w; this failed %d times in a row at checkpoint %s without the checkpoint moving (relay.max_failures_at_position = %d): the relay stops instead of retrying forever", err, p.n, p.at, limit))
+		return &repeatedError{fmt.Errorf("%w; this failed %d times in a row at checkpoint %s without the checkpoint moving (relay.max_failures_at_position = %d): the relay stops instead of retrying forever", err, p.n, p.at, limit)}
 	}
 	return err
 }
+
+// mustStop reports the permanent failures retry_config_errors never
+// retries: a lost position, a bad row the policy stops at, and a failure
+// that repeated at one checkpoint.
+func mustStop(err error) bool {
+	var bad *outbox.BadRowError
+	var rep *repeatedError
+	return errors.Is(err, source.ErrPositionLost) || errors.As(err, &bad) || errors.As(err, &rep)
+}
+
+// retriedError is a permanent failure retried on the operator's request
+// (relay.retry_config_errors): its Permanent is false.
+type retriedError struct{ err error }
+
+func (e *retriedError) Error() string   { return e.err.Error() }
+func (e *retriedError) Unwrap() error   { return e.err }
+func (e *retriedError) Permanent() bool { return false }
+
+// repeatedError is a failure that came back at one checkpoint too often.
+type repeatedError struct{ err error }
+
+func (e *repeatedError) Error() string   { return e.err.Error() }
+func (e *repeatedError) Unwrap() error   { return e.err }
+func (e *repeatedError) Permanent() bool { return true }
 
 // AtError is a session's failure with the checkpoint it restarts from.
 type AtError struct {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/checkpoint/mem"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/retry"
@@ -25,6 +26,10 @@ var outboxTable = &schema.Table{Schema: "s", Name: "outbox", Columns: []string{"
 
 func row(i int) source.Row {
 	return source.Row{Table: outboxTable, Values: []any{fmt.Sprintf("e%d", i), "order", fmt.Sprintf("k%d", i), "Created", "{}"}}
+}
+
+func checkpointAt(p string) checkpoint.Checkpoint {
+	return checkpoint.Checkpoint{Source: "fake", Position: p}
 }
 
 func testMapper(t *testing.T) *outbox.Mapper {
@@ -145,5 +150,33 @@ func TestFirstStartStoresResolvedPosition(t *testing.T) {
 		cancel()
 		close(snk.Gate)
 		<-done
+	}
+}
+
+// TestConfigErrorsStopUnlessRetried: a permanent failure (a wrong
+// password, say) stops the relay at once; with retry_config_errors it is
+// retried — but a lost position still stops it.
+func TestConfigErrorsStopUnlessRetried(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		err     error
+		retry   bool
+		opensGE int // Run gives up after this many opens at least…
+		stops   bool
+	}{
+		{"permanent stops", source.Permanent(errors.New("access denied")), false, 1, true},
+		{"retried on request", source.Permanent(errors.New("access denied")), true, 3, false},
+		{"lost position stops anyway", source.PositionLost("p", "purged"), true, 1, true},
+	} {
+		src := &sourcetest.Source{Err: tt.err}
+		r := New(Config{RetryConfigErrors: tt.retry, Retry: retry.Policy{Initial: time.Millisecond, Max: 5 * time.Millisecond}},
+			src, (&sinktest.Sink{}).Factory, mem.At(checkpointAt("p")), testMapper(t), zerolog.Nop())
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		err := r.Run(ctx)
+		cancel()
+		if stopped := err != nil; stopped != tt.stops || src.Opens() < tt.opensGE || (tt.stops && src.Opens() != 1) {
+			t.Errorf("%s: Run = %v after %d opens", tt.name, err, src.Opens())
+		}
 	}
 }

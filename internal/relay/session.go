@@ -76,7 +76,11 @@ func (s *session) run(ctx context.Context) error {
 	}
 	s.moved = c.moved
 	if c.saved != "" && c.moved {
-		r.log.Info().Str("position", c.saved).Msg("checkpoint at end of session")
+		if r.cfg.Ephemeral {
+			r.log.Info().Str("position", c.saved).Msg("read up to here (nothing stored)")
+		} else {
+			r.log.Info().Str("position", c.saved).Msg("checkpoint at end of session")
+		}
 	}
 
 	ackErr := c.err()

@@ -10,7 +10,6 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
-	"github.com/rs/zerolog"
 
 	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/schema"
@@ -34,7 +33,7 @@ func isAccessDenied(err error) bool {
 }
 
 // Preflight runs the MySQL/MariaDB checks.
-func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time) []preflight.Check {
+func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time, o source.PreflightOptions) []preflight.Check {
 	cfg := s.cfg
 	cfg.SetDefaults()
 	conn, err := connect(ctx, &cfg)
@@ -42,7 +41,7 @@ func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time) []p
 		return []preflight.Check{connectFailure(err, &cfg)}
 	}
 	defer conn.Close()
-	p := &prober{conn: conn, cfg: &cfg}
+	p := &prober{conn: conn, cfg: &cfg, relayPID: o.RelayPID}
 	if err := p.load(); err != nil {
 		return []preflight.Check{preflight.Fail("mysql.connect", err.Error(), "the relay's user must be able to read server variables (SHOW GLOBAL VARIABLES)")}
 	}
@@ -59,7 +58,7 @@ func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time) []p
 		p.setting("binlog_row_image", "FULL", "with MINIMAL or NOBLOB an INSERT may omit columns"),
 		p.rowMetadata(),
 		p.compression(),
-		p.engines(),
+		p.outboxTables(o.CheckTable),
 		p.gtidMode(),
 		p.serverID(),
 		p.retention(ctx, s, pos, saved),
@@ -70,15 +69,16 @@ func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time) []p
 
 // prober holds what the checks read once.
 type prober struct {
-	conn    *client.Conn
-	cfg     *Config
-	version string
-	flavor  string
-	vars    map[string]string // lower-case name → value as the server shows it
-	user    string            // CURRENT_USER(): user@host
-	grants  []string          // SHOW GRANTS lines
-	logs    []binlogFile
-	logsErr error
+	conn     *client.Conn
+	cfg      *Config
+	version  string
+	flavor   string
+	vars     map[string]string // lower-case name → value as the server shows it
+	relayPID int               // a relay running on this configuration (0: none)
+	user     string            // CURRENT_USER(): user@host
+	grants   []string          // SHOW GRANTS lines
+	logs     []binlogFile
+	logsErr  error
 }
 
 func (p *prober) mariadb() bool { return p.flavor == gomysql.MariaDBFlavor }
@@ -167,30 +167,9 @@ func (p *prober) rowMetadata() preflight.Check {
 		setting = fmt.Sprintf("the server (%s) has no binlog_row_metadata", p.version)
 		fix = "upgrade to MySQL ≥ 8.0.1 or MariaDB ≥ 10.5 and set binlog_row_metadata = FULL"
 	}
-	filter, err := schema.NewFilter(p.cfg.Tables)
-	if err != nil {
-		return preflight.Fail(name, err.Error(), "correct source.mysql.tables")
-	}
-	tables := outboxTables(p.conn, filter, zerolog.Nop())
-	seen := map[string]bool{}
-	for _, t := range tables {
-		seen[t.Schema+"."+t.Name] = true
-	}
-	var hidden []string
-	for _, n := range filter.Exact() {
-		if !seen[n] {
-			hidden = append(hidden, n)
-		}
-	}
-	if len(hidden) > 0 {
-		var grants []string
-		for _, n := range hidden {
-			grants = append(grants, fmt.Sprintf("GRANT SELECT ON %s TO %s", n, p.userText()))
-		}
-		return preflight.Fail(name, fmt.Sprintf("%s: the binlog carries no column names, and the fallback (the columns in information_schema) does not show %s to %s", setting, strings.Join(hidden, ", "), p.userText()),
-			strings.Join(grants, "; ")+"; or, better: "+fix)
-	}
-	return preflight.Warn(name, fmt.Sprintf("%s: the relay falls back to the columns of %d outbox table(s) in information_schema, which is right only while no DDL on an outbox table lies between the checkpoint and now", setting, len(tables)), fix)
+	// Whether information_schema shows the tables to the relay's user is
+	// mysql.outbox_tables' question.
+	return preflight.Warn(name, setting+": the relay falls back to the outbox tables' columns in information_schema, which is right only while no DDL on an outbox table lies between the checkpoint and now", fix)
 }
 
 // compression reports how the server compresses the binlog; the relay
@@ -210,26 +189,31 @@ func (p *prober) compression() preflight.Check {
 	return preflight.Pass(name, "binlog_transaction_compression is %s", strings.ToUpper(v))
 }
 
-// engines checks that every outbox table is transactional: the relay
-// publishes a row when its transaction commits, which a non-transactional
-// table's rows do not wait for (nor roll back with).
-func (p *prober) engines() preflight.Check {
-	const name = "mysql.outbox_engine"
+// outboxTables checks the outbox tables as Open does: they exist, the
+// relay's user can see their layout, they are transactional, and the
+// mapping suits them.
+func (p *prober) outboxTables(check source.TableCheck) preflight.Check {
+	const name = "mysql.outbox_tables"
 	filter, err := schema.NewFilter(p.cfg.Tables)
 	if err != nil {
 		return preflight.Fail(name, err.Error(), "correct source.mysql.tables")
 	}
-	engines, err := outboxEngines(p.conn, filter)
+	rep, err := readOutboxTables(p.conn, filter)
 	if err != nil {
-		return preflight.Warn(name, fmt.Sprintf("cannot read the outbox tables' engines (%v)", err), "make sure every outbox table is InnoDB")
+		return preflight.Fail(name, err.Error(), "the relay's user must be able to read information_schema")
 	}
-	if err := nonTransactional(engines); err != nil {
-		return preflight.Fail(name, err.Error(), "ALTER TABLE … ENGINE=InnoDB for each of them")
+	if err := rep.problem(check); err != nil {
+		return preflight.Fail(name, err.Error(), "as the detail says: the table name in source.mysql.tables, a GRANT REFERENCES, the table engine or the outbox mapping")
 	}
-	if len(engines) == 0 {
-		return preflight.Warn(name, "no outbox table is visible in information_schema to "+p.userText(), "grant the relay's user SELECT on the outbox tables so their layout can be checked")
+	names := make([]string, len(rep.tables))
+	for i, t := range rep.tables {
+		names[i] = t.FullName()
 	}
-	return preflight.Pass(name, "%d outbox table(s), all transactional", len(engines))
+	if rep.unmatched {
+		return preflight.Warn(name, fmt.Sprintf("no table matches the regular expression(s) in source.mysql.tables %v (visible: %v)", p.cfg.Tables, names),
+			"check the expression, and that the relay's user can see the tables (GRANT REFERENCES ON schema.table)")
+	}
+	return preflight.Pass(name, "%s: visible to %s, transactional, and the mapping suits them", strings.Join(names, ", "), p.userText())
 }
 
 func (p *prober) gtidMode() preflight.Check {
@@ -276,6 +260,10 @@ func (p *prober) serverID() preflight.Check {
 		if uint32(sid) == id {
 			host, _ := r.GetString(i, 1)
 			port, _ := r.GetUint(i, 2)
+			if p.relayPID != 0 {
+				// The relay on this very configuration holds it.
+				return preflight.Pass("mysql.server_id", "%d is in use by this configuration's relay (process %d, which holds the checkpoint); no other replica uses it", id, p.relayPID)
+			}
 			return preflight.Fail("mysql.server_id", fmt.Sprintf("server_id %d is used by a connected replica (host %q, port %d); if that is this relay already running, stop it before checking", id, strings.Clone(host), port),
 				"choose a source.mysql.server_id no replica uses (two binlog readers with one id disconnect each other)")
 		}

@@ -56,6 +56,9 @@ type Config struct {
 	// with binlog_row_metadata MINIMAL it refuses to cross a DDL on an
 	// outbox table.
 	replay bool
+	// checkTable is the relay's check of each outbox table at open
+	// (OpenOptions.CheckTable).
+	checkTable source.TableCheck
 
 	// deriveGTIDByReading makes a MariaDB reader derive a start
 	// position's GTID set from the binlog file (its GTID list event and

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -43,6 +42,7 @@ func (s *Source) Kind() string { return Kind }
 // own (o.ReplicaID, or a free one), so as not to disconnect the relay.
 func (s *Source) Open(ctx context.Context, from string, o source.OpenOptions) (source.Reader, error) {
 	cfg := s.cfg
+	cfg.checkTable = o.CheckTable
 	if o.Replay {
 		cfg.replay = true
 		cfg.ServerID = o.ReplicaID
@@ -203,13 +203,21 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		xa:        start.XA,
 		skip:      start.Rows,
 	}
-	if engines, err := outboxEngines(conn, filter); err == nil {
-		if err := nonTransactional(engines); err != nil {
-			return nil, source.Permanent(fmt.Errorf("source.mysql.tables: %w: make them InnoDB (ALTER TABLE … ENGINE=InnoDB)", err))
-		}
+	// The outbox tables: they must exist, be visible to the relay's user,
+	// be transactional, and suit the mapping — found now, not at the first
+	// row (or never, for a misspelled name).
+	rep, err := readOutboxTables(conn, filter)
+	if err != nil {
+		return nil, err
+	}
+	if err := rep.problem(cfg.checkTable); err != nil {
+		return nil, source.Permanent(err)
+	}
+	if rep.unmatched {
+		log.Warn().Strs("tables", cfg.Tables).Msg("no table matches source.mysql.tables yet: rows of tables created later are relayed when they match")
 	}
 	// Before streaming: the decode hook reads r.fallback.
-	r.startTables = outboxTables(conn, filter, log)
+	r.startTables = rep.tables
 	if si.rowMetadata != "FULL" {
 		r.fallback = schema.NewCache()
 		for _, t := range r.startTables {
@@ -304,93 +312,6 @@ func binlogGTIDPos(conn *client.Conn, p Position) (string, error) {
 	}
 	v, err := r.GetString(0, 0)
 	return strings.Clone(v), err
-}
-
-// outboxTables reads the columns of the tables the filter includes. The
-// relay needs no privilege on them to stream; information_schema shows only
-// the tables the user has some privilege on (e.g. SELECT), so this is best
-// effort.
-func outboxTables(conn *client.Conn, filter *schema.Filter, log zerolog.Logger) []*schema.Table {
-	res, err := conn.Execute(`SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS
-		WHERE ` + tableWhere(filter) + ` ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION`)
-	if err != nil {
-		log.Debug().Err(err).Msg("cannot read information_schema.COLUMNS; the mapping is checked at each table's first row")
-		return nil
-	}
-	defer res.Close()
-	var out []*schema.Table
-	var cur *schema.Table
-	for i := 0; i < res.RowNumber(); i++ {
-		sch, _ := res.GetString(i, 0)
-		tbl, _ := res.GetString(i, 1)
-		col, _ := res.GetString(i, 2)
-		if !filter.Match(sch, tbl) {
-			continue
-		}
-		if cur == nil || cur.Schema != sch || cur.Name != tbl {
-			cur = &schema.Table{Schema: strings.Clone(sch), Name: strings.Clone(tbl)}
-			out = append(out, cur)
-		}
-		cur.Columns = append(cur.Columns, strings.Clone(col))
-	}
-	return out
-}
-
-// tableWhere restricts an information_schema query to the tables filter
-// may include. Exact names (the usual case) are looked up by name: the
-// whole catalog of a large server is slow to read, and this runs at every
-// session start.
-func tableWhere(filter *schema.Filter) string {
-	if !filter.ExactOnly() {
-		return "TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"
-	}
-	var in []string
-	for _, n := range filter.Exact() {
-		sch, tbl, _ := strings.Cut(n, ".")
-		in = append(in, fmt.Sprintf("(%s, %s)", sqlString(sch), sqlString(tbl)))
-	}
-	return "(TABLE_SCHEMA, TABLE_NAME) IN (" + strings.Join(in, ", ") + ")"
-}
-
-// transactionalEngines are the storage engines whose rows commit and roll
-// back with their transaction.
-var transactionalEngines = map[string]bool{"INNODB": true, "ROCKSDB": true, "TOKUDB": true}
-
-// outboxEngines reads the storage engine of each outbox table visible in
-// information_schema.
-func outboxEngines(conn *client.Conn, filter *schema.Filter) (map[string]string, error) {
-	res, err := conn.Execute(`SELECT TABLE_SCHEMA, TABLE_NAME, COALESCE(ENGINE, '') FROM information_schema.TABLES
-		WHERE TABLE_TYPE = 'BASE TABLE' AND ` + tableWhere(filter))
-	if err != nil {
-		return nil, err
-	}
-	defer res.Close()
-	out := map[string]string{}
-	for i := 0; i < res.RowNumber(); i++ {
-		sch, _ := res.GetString(i, 0)
-		tbl, _ := res.GetString(i, 1)
-		eng, _ := res.GetString(i, 2)
-		if filter.Match(sch, tbl) {
-			out[sch+"."+tbl] = strings.Clone(eng)
-		}
-	}
-	return out, nil
-}
-
-// nonTransactional names the outbox tables whose engine is not
-// transactional.
-func nonTransactional(engines map[string]string) error {
-	var bad []string
-	for name, eng := range engines {
-		if !transactionalEngines[strings.ToUpper(eng)] {
-			bad = append(bad, fmt.Sprintf("%s (%s)", name, eng))
-		}
-	}
-	if len(bad) == 0 {
-		return nil
-	}
-	slices.Sort(bad)
-	return fmt.Errorf("outbox table(s) %s are not transactional: their rows are written when inserted, not when the transaction commits, and never roll back", strings.Join(bad, ", "))
 }
 
 // sqlString quotes s as a MySQL string literal.

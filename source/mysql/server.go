@@ -217,8 +217,14 @@ func checkGTIDsKept(conn *client.Conn, si serverInfo, p Position) error {
 }
 
 // checkServable verifies that the server still has the binlog at p, so the
-// relay never silently skips to another position.
-func checkServable(conn *client.Conn, p Position) error {
+// relay never silently skips to another position. A file the server never
+// had (a later number, or another binlog's name) is told apart from one it
+// purged.
+func checkServable(conn *client.Conn, p Position) error { return servable(conn, p, false) }
+
+// servable is checkServable; setting: the caller is choosing a new
+// position (checkpoint set), so the advice is to choose another.
+func servable(conn *client.Conn, p Position, setting bool) error {
 	logs, err := binaryLogs(conn)
 	if err != nil {
 		return err
@@ -226,16 +232,60 @@ func checkServable(conn *client.Conn, p Position) error {
 	for _, f := range logs {
 		if f.name == p.File {
 			if uint64(p.Offset) > f.size {
-				return source.PositionLost(p.String(), "position %s is beyond the end of %s (%d bytes): the checkpoint does not belong to this server; set a valid one with `outboxrelay checkpoint set`", p, f.name, f.size)
+				return source.PositionLost(p.String(), "position %s is beyond the end of %s (%d bytes): it does not belong to this server; set a position from SHOW BINLOG EVENTS", p, f.name, f.size)
 			}
 			return nil
 		}
 	}
-	have := "none"
-	if len(logs) > 0 {
-		have = logs[0].name + " … " + logs[len(logs)-1].name
+	if len(logs) == 0 {
+		return source.PositionLost(p.String(), "position %s: the server has no binary logs", p)
 	}
-	return source.PositionLost(p.String(), "position %s: binlog file %s is no longer on the server (it has %s): events after the checkpoint were purged before the relay read them. Either restore them (replay from a backup) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p, p.File, have)
+	oldest, newest := logs[0].name, logs[len(logs)-1].name
+	base, seq, _ := splitFile(p.File)
+	nbase, nseq, _ := splitFile(newest)
+	switch {
+	case base != nbase:
+		return source.PositionLost(p.String(), "position %s: binlog file %s is not one of this server's (they are named %s.NNNNNN: it has %s … %s): a position from another server, or a typo", p, p.File, nbase, oldest, newest)
+	case seq > nseq:
+		return source.PositionLost(p.String(), "position %s: binlog file %s does not exist on this server yet (its newest is %s): a position from another server, or a typo", p, p.File, newest)
+	}
+	if setting {
+		return source.PositionLost(p.String(), "position %s: binlog file %s was purged from the server (it has %s … %s): choose a position it still has, from %s:4 on", p, p.File, oldest, newest, oldest)
+	}
+	return source.PositionLost(p.String(), "position %s: binlog file %s is no longer on the server (it has %s … %s): events after the checkpoint were purged before the relay read them. Either restore them (replay from a backup, or `outboxrelay republish` from the outbox tables) or accept the gap and move the checkpoint with `outboxrelay checkpoint set`; the relay will not skip ahead on its own", p, p.File, oldest, newest)
+}
+
+// checkGTIDsHad verifies that the server has executed every transaction of
+// p's GTID set: a set beyond it names transactions the server never had
+// (another server's position, or a typo), and resuming by it would skip
+// the server's next transactions.
+func checkGTIDsHad(conn *client.Conn, si serverInfo, p Position) error {
+	set, err := gomysql.ParseGTIDSet(si.flavor, p.GTID())
+	if err != nil {
+		return fmt.Errorf("position %s: not a %s GTID set: %w", p, si.flavor, err)
+	}
+	if si.flavor == gomysql.MariaDBFlavor {
+		cur, err := queryString(conn, "SELECT @@GLOBAL.gtid_binlog_pos")
+		if err != nil {
+			return err
+		}
+		now, err := gomysql.ParseMariadbGTIDSet(cur)
+		if err != nil {
+			return err
+		}
+		if !now.Contain(set) {
+			return fmt.Errorf("position %s: its GTID set goes beyond what the server has written (gtid_binlog_pos %s): the server never had those transactions; a position from another server, or a typo", p, cur)
+		}
+		return nil
+	}
+	ok, err := queryString(conn, fmt.Sprintf("SELECT GTID_SUBSET(%s, @@GLOBAL.gtid_executed)", sqlString(p.GTID())))
+	if err != nil {
+		return err
+	}
+	if ok != "1" {
+		return fmt.Errorf("position %s: its GTID set is not a subset of the server's gtid_executed: the server never had those transactions; a position from another server, or a typo", p)
+	}
+	return nil
 }
 
 // FreeServerID picks a replica server_id for a tool (replay, position

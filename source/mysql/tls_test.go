@@ -109,7 +109,7 @@ func TestIntegrationTLS(t *testing.T) {
 	_, admin, files := testdb.PrivateMariaDBTLS(t)
 	admin.Exec(t, "CREATE TABLE outbox (id VARCHAR(64) PRIMARY KEY, payload TEXT)",
 		"CREATE USER 'relay'@'%' IDENTIFIED BY 'relay-pw'", "GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'relay'@'%'",
-		"CREATE USER 'x509'@'%' IDENTIFIED BY 'x509-pw' REQUIRE X509", "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'x509'@'%'")
+		"CREATE USER 'x509'@'%' IDENTIFIED BY 'x509-pw' REQUIRE X509", "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'x509'@'%'", "GRANT REFERENCES ON outbox TO 'x509'@'%'")
 	dir := t.TempDir()
 	otherCA := testcert.WriteFile(t, dir, "other-ca.pem", testcert.NewCA(t, "someone-else").PEM)
 	pwFile := testcert.WriteFile(t, dir, "pw", []byte("relay-pw\n"))

@@ -114,7 +114,7 @@ func (s *Source) Status(ctx context.Context, pos string) (source.PositionStatus,
 // GTID set filled in when the server has GTIDs (MariaDB computes it;
 // MySQL's is read from the file: its Previous_gtids event and the GTIDs up
 // to the offset).
-func (s *Source) Check(ctx context.Context, pos string, _ source.OpenOptions) (string, error) {
+func (s *Source) Check(ctx context.Context, pos string, o source.OpenOptions) (string, error) {
 	p, err := ParsePosition(pos)
 	if err != nil {
 		return "", err
@@ -134,7 +134,7 @@ func (s *Source) Check(ctx context.Context, pos string, _ source.OpenOptions) (s
 		return "", fmt.Errorf("position %s has a GTID set, but the server has GTIDs off", pos)
 	}
 	if p.File != "" {
-		if err := checkServable(conn, p); err != nil {
+		if err := servable(conn, p, true); err != nil {
 			return "", err
 		}
 		if err := checkBoundary(conn, p); err != nil {
@@ -148,7 +148,13 @@ func (s *Source) Check(ctx context.Context, pos string, _ source.OpenOptions) (s
 			p = p.WithGTID(set)
 		}
 	}
+	if o.Replay && p.File == "" {
+		return "", fmt.Errorf("position %s: a replay needs FILE:OFFSET (a GTID set alone does not order the range it reads; take the position from a record's outboxrelay-position header, or SHOW BINLOG EVENTS)", pos)
+	}
 	if p.GTID() != "" {
+		if err := checkGTIDsHad(conn, si, p); err != nil {
+			return "", err
+		}
 		if err := checkGTIDsKept(conn, si, p); err != nil {
 			return "", err
 		}

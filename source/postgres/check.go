@@ -13,6 +13,7 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/schema"
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // Preflight checks (outboxrelay check) read the server's settings, the
@@ -33,7 +34,7 @@ type pgFacts struct {
 }
 
 // Preflight runs the PostgreSQL checks.
-func (s *Source) Preflight(ctx context.Context, pos string, _ time.Time) []preflight.Check {
+func (s *Source) Preflight(ctx context.Context, pos string, _ time.Time, o source.PreflightOptions) []preflight.Check {
 	conn, cfg, err := s.connect(ctx)
 	if err != nil {
 		return []preflight.Check{preflight.Fail("postgres.connect", hidePassword(err, s.cfg.DSN).Error(),
@@ -71,7 +72,7 @@ func (s *Source) Preflight(ctx context.Context, pos string, _ time.Time) []prefl
 			"ALTER SYSTEM SET wal_level = logical (or set it in postgresql.conf), then restart the server"))
 	}
 	checks = append(checks, pgSlots(&f, cfg, slotExists), pgSenders(&f, cfg, activePID != nil), s.pgReplication(ctx, &f, cfg))
-	tables, tablesCheck := pgTables(ctx, conn, cfg, f.database)
+	tables, tablesCheck := pgTables(ctx, conn, cfg, f.database, o.CheckTable)
 	checks = append(checks, tablesCheck, pgPublication(ctx, conn, cfg, &f, tables, tablesCheck.OK))
 	checks = append(checks, pgSlot(cfg, &f, slot, slotExists, slotErr, activePID, pos), pgSlotWAL(cfg, &f, slot, slotExists, retained))
 	return checks
@@ -149,7 +150,7 @@ func (s *Source) pgReplication(ctx context.Context, f *pgFacts, cfg *Config) pre
 		fmt.Sprintf("let the role in for replication in pg_hba.conf: a line such as `host %s %s 10.0.0.0/8 scram-sha-256` (logical replication matches the database name, not \"replication\"), then SELECT pg_reload_conf()", f.database, f.user))
 }
 
-func pgTables(ctx context.Context, conn *pgx.Conn, cfg *Config, database string) ([]qualifiedTable, preflight.Check) {
+func pgTables(ctx context.Context, conn *pgx.Conn, cfg *Config, database string, check source.TableCheck) ([]qualifiedTable, preflight.Check) {
 	const name = "postgres.tables"
 	if len(cfg.Tables) == 0 {
 		return nil, preflight.Pass(name, "no outbox tables: logical messages with prefixes %s only", strings.Join(cfg.MessagePrefixes, ", "))
@@ -162,11 +163,18 @@ func pgTables(ctx context.Context, conn *pgx.Conn, cfg *Config, database string)
 	if err != nil {
 		return nil, preflight.Fail(name, err.Error(), "create the outbox table(s), or correct source.postgres.tables (schema.table as in the catalog)")
 	}
+	layouts, err := tableColumns(ctx, conn, tables)
+	if err != nil {
+		return nil, preflight.Fail(name, err.Error(), "the relay's role must be able to read pg_attribute")
+	}
+	if err := checkLayouts(layouts, check); err != nil {
+		return nil, preflight.Fail(name, err.Error(), "fix the outbox mapping (outbox.*) or the table")
+	}
 	names := make([]string, len(tables))
 	for i, t := range tables {
 		names[i] = t.String()
 	}
-	return tables, preflight.Pass(name, "%s", strings.Join(names, ", "))
+	return tables, preflight.Pass(name, "%s (the mapping suits them)", strings.Join(names, ", "))
 }
 
 // pgPublication is ensurePublication without the changes.

@@ -68,6 +68,9 @@ type Config struct {
 	// replay: a reader opened for `outboxrelay replay` (OpenOptions):
 	// stream from a temporary copy of the slot, never moving the relay's.
 	replay bool
+	// checkTable is the relay's check of each outbox table at open
+	// (OpenOptions.CheckTable), before the publication or slot is made.
+	checkTable source.TableCheck
 
 	password string // from PasswordFile (secrets.go)
 }

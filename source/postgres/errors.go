@@ -21,6 +21,7 @@ const (
 	codeUndefinedObject      = "42704" // replication slot does not exist
 	codeObjectNotInPrereqSt  = "55000" // e.g. logical decoding requires wal_level >= logical
 	codeInvalidAuthorization = "28000" // no pg_hba.conf entry for replication connection
+	codeInvalidCatalog       = "3D000" // database does not exist
 )
 
 var kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
@@ -116,6 +117,8 @@ func explain(op string, err error, c *Config) error {
 		if strings.Contains(pgErr.Message, "wal_level") {
 			return source.Permanent(fmt.Errorf("%s: %s: set wal_level = logical in postgresql.conf (ALTER SYSTEM SET wal_level = logical) and restart the server: %w", op, pgErr.Message, err))
 		}
+	case codeInvalidCatalog:
+		return source.Permanent(fmt.Errorf("%s: %s: correct the database name in source.postgres.dsn, or create the database: %w", op, pgErr.Message, err))
 	case codeInvalidAuthorization:
 		return source.Permanent(fmt.Errorf("%s: %s: pg_hba.conf must allow a replication connection for this user (a line with database \"replication\" does not cover logical replication: the database name must match): %w", op, pgErr.Message, err))
 	}

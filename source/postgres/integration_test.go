@@ -138,7 +138,7 @@ func TestIntegrationPostgresSetupErrors(t *testing.T) {
 	bad.DSN = strings.Replace(db.DSN, "postgres@", "postgres:s3cret@", 1)
 	bad.DSN = strings.Replace(bad.DSN, "/"+db.DB, "/no_such_db", 1)
 	err := open(bad, "")
-	expect("no database", err, false, "no_such_db")
+	expect("no database", err, true, "no_such_db")
 	if err != nil && strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("error leaks the password: %v", err)
 	}

@@ -119,6 +119,11 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 	if err != nil {
 		return nil, err
 	}
+	// Before anything is created on the server: a publication and a slot
+	// made for tables the relay cannot map would only hold WAL.
+	if err := checkLayouts(layouts, cfg.checkTable); err != nil {
+		return nil, source.Permanent(err)
+	}
 	if err := ensurePublication(ctx, conn, &cfg, tables); err != nil {
 		return nil, err
 	}
@@ -356,7 +361,7 @@ func (s *Source) Resolve(context.Context) (string, error) { return "", nil }
 // of the relay's slot.
 func (s *Source) Open(ctx context.Context, from string, o source.OpenOptions) (source.Reader, error) {
 	cfg := s.cfg
-	cfg.replay = o.Replay
+	cfg.replay, cfg.checkTable = o.Replay, o.CheckTable
 	r, err := Open(ctx, cfg, s.log, from)
 	if err != nil {
 		return nil, err

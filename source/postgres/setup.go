@@ -239,20 +239,41 @@ func startPosition(from string, s slotInfo, cfg *Config, si serverInfo) (pglogre
 	return p.LSN, nil
 }
 
-// tableColumns reads the columns of each outbox table, in order.
+// tableColumns reads the columns of each outbox table, in order, with
+// their types.
 func tableColumns(ctx context.Context, conn *pgx.Conn, tables []qualifiedTable) ([]*schema.Table, error) {
 	out := make([]*schema.Table, 0, len(tables))
 	for _, t := range tables {
-		rows, err := conn.Query(ctx, `SELECT attname FROM pg_attribute
-			WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, t.sql())
+		rows, err := conn.Query(ctx, `SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+			WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, t.sql())
 		if err != nil {
 			return nil, fmt.Errorf("read the columns of %s: %w", t, err)
 		}
-		cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		tbl := &schema.Table{Schema: t.schema, Name: t.name}
+		var col, typ string
+		_, err = pgx.ForEachRow(rows, []any{&col, &typ}, func() error {
+			tbl.Columns = append(tbl.Columns, col)
+			tbl.Types = append(tbl.Types, typ)
+			return nil
+		})
 		if err != nil {
 			return nil, fmt.Errorf("read the columns of %s: %w", t, err)
 		}
-		out = append(out, &schema.Table{Schema: t.schema, Name: t.name, Columns: cols})
+		out = append(out, tbl)
 	}
 	return out, nil
+}
+
+// checkLayouts applies the relay's check (the outbox mapping) to each
+// table.
+func checkLayouts(tables []*schema.Table, check source.TableCheck) error {
+	if check == nil {
+		return nil
+	}
+	for _, t := range tables {
+		if err := check(t); err != nil {
+			return fmt.Errorf("outbox mapping: %w", err)
+		}
+	}
+	return nil
 }
