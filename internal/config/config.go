@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint/file"
+	ckafka "github.com/outboxrelay/outboxrelay/checkpoint/kafka"
 	"github.com/outboxrelay/outboxrelay/internal/metrics"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/relay"
@@ -36,9 +37,10 @@ type Config struct {
 
 // Checkpoint selects and configures the checkpoint store.
 type Checkpoint struct {
-	// Type is "file". Default "file".
-	Type string      `yaml:"type"`
-	File file.Config `yaml:"file"`
+	// Type is "file" or "kafka". Default "file".
+	Type  string        `yaml:"type"`
+	File  file.Config   `yaml:"file"`
+	Kafka ckafka.Config `yaml:"kafka"`
 }
 
 // Log configures logging.
@@ -84,6 +86,7 @@ func (c *Config) SetDefaults() {
 	if c.Checkpoint.Type == "" {
 		c.Checkpoint.Type = "file"
 	}
+	c.Checkpoint.Kafka.SetDefaults()
 	c.Relay.SetDefaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -92,6 +95,27 @@ func (c *Config) SetDefaults() {
 		c.Log.Format = "json"
 	}
 	c.Metrics.SetDefaults()
+}
+
+// validateDelivery checks the settings exactly-once combines.
+func (c *Config) validateDelivery() []error {
+	if c.Relay.Delivery != relay.ExactlyOnce {
+		return nil
+	}
+	var errs []error
+	if c.Checkpoint.Type != "kafka" {
+		errs = append(errs, fmt.Errorf("relay.delivery: exactly-once commits the position in the same Kafka transaction as the records: set checkpoint.type: kafka (not %s); `outboxrelay checkpoint import` moves a file checkpoint there", c.Checkpoint.Type))
+	}
+	if c.Relay.Name == "" && c.Checkpoint.Type == "kafka" {
+		return errs // reported above
+	}
+	if c.Relay.Name == "" {
+		errs = append(errs, errors.New("relay.name: required with relay.delivery exactly-once (it derives the transactional id)"))
+	}
+	if tt := c.Kafka.TransactionTimeout; c.Relay.CommitInterval*2 > tt {
+		errs = append(errs, fmt.Errorf("relay.commit_interval: %s is more than half of kafka.transaction_timeout (%s): a transaction must have time to flush and commit before Kafka aborts it; lower the interval or raise the timeout", c.Relay.CommitInterval, tt))
+	}
+	return errs
 }
 
 // Validate checks every component, prefixing each error with its key.
@@ -111,10 +135,16 @@ func (c *Config) Validate() error {
 	switch c.Checkpoint.Type {
 	case "file":
 		prefix("checkpoint.file", c.Checkpoint.File.Validate())
+	case "kafka":
+		prefix("checkpoint.kafka", c.Checkpoint.Kafka.Validate())
+		if c.Relay.Name == "" {
+			errs = append(errs, errors.New("relay.name: required with checkpoint.type kafka (it keys the relay's position in the positions topic)"))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("checkpoint.type: %q is not one of file", c.Checkpoint.Type))
+		errs = append(errs, fmt.Errorf("checkpoint.type: %q is not one of file, kafka", c.Checkpoint.Type))
 	}
 	prefix("relay", c.Relay.Validate())
+	errs = append(errs, c.validateDelivery()...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

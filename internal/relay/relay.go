@@ -42,8 +42,29 @@ type Source interface {
 // SinkFactory connects a new sink; each session gets a fresh one.
 type SinkFactory func(ctx context.Context) (sink.Sink, error)
 
+// Delivery guarantees (relay.delivery).
+const (
+	AtLeastOnce = "at-least-once"
+	ExactlyOnce = "exactly-once"
+)
+
 // Config of the pipeline.
 type Config struct {
+	// Name is the relay's identity: its transactional.id, its key in the
+	// Kafka positions topic and (with standby instances) its group.
+	// Required for checkpoint.type kafka and for exactly-once. Letters,
+	// digits, '.', '_' and '-'.
+	Name string `yaml:"name"`
+	// Delivery is at-least-once (acknowledged records, then the
+	// position) or exactly-once (records and position in one Kafka
+	// transaction). Default at-least-once.
+	Delivery string `yaml:"delivery"`
+	// CommitInterval is how long an exactly-once relay collects records
+	// in one Kafka transaction before committing it. Default 100ms.
+	CommitInterval time.Duration `yaml:"commit_interval"`
+	// CommitMaxRecords closes an exactly-once Kafka transaction early
+	// once it holds this many records. Default 50000.
+	CommitMaxRecords int `yaml:"commit_max_records"`
 	// CheckpointInterval is how often the watermark is saved when it moved.
 	// Default 200ms.
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
@@ -79,6 +100,15 @@ type Config struct {
 
 // SetDefaults fills the zero fields with their defaults.
 func (c *Config) SetDefaults() {
+	if c.Delivery == "" {
+		c.Delivery = AtLeastOnce
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = 100 * time.Millisecond
+	}
+	if c.CommitMaxRecords == 0 {
+		c.CommitMaxRecords = 50000
+	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = 200 * time.Millisecond
 	}
@@ -93,6 +123,20 @@ func (c *Config) SetDefaults() {
 // Validate names the field at fault.
 func (c *Config) Validate() error {
 	var errs []error
+	if c.Name != "" && !validName(c.Name) {
+		errs = append(errs, fmt.Errorf("name: %q: use letters, digits, '.', '_' and '-' (at most 200)", c.Name))
+	}
+	switch c.Delivery {
+	case AtLeastOnce, ExactlyOnce:
+	default:
+		errs = append(errs, fmt.Errorf("delivery: %q is not one of at-least-once, exactly-once", c.Delivery))
+	}
+	if c.CommitInterval < time.Millisecond {
+		errs = append(errs, fmt.Errorf("commit_interval: %s is too short (min 1ms)", c.CommitInterval))
+	}
+	if c.CommitMaxRecords < 1 {
+		errs = append(errs, fmt.Errorf("commit_max_records: %d: want at least 1", c.CommitMaxRecords))
+	}
 	if c.CheckpointInterval < 0 {
 		errs = append(errs, fmt.Errorf("checkpoint_interval: %s must not be negative", c.CheckpointInterval))
 	}
@@ -103,6 +147,22 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("max_failures_at_position: %d: want a count ≥ 1, or -1 for never", c.MaxFailuresAtPosition))
 	}
 	return errors.Join(errs...)
+}
+
+// validName reports whether s can name a relay: it becomes part of a
+// transactional.id, a record key and a group id.
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 200 {
+		return false
+	}
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // failureDrain bounds the wait for in-flight acknowledgements when a session

@@ -44,6 +44,12 @@ type Config struct {
 	// (while a partition has no leader, say) before the relay restarts
 	// from its checkpoint. Default 2m.
 	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
+	// TransactionTimeout is the Kafka transaction timeout an exactly-once
+	// producer asks for (transaction.timeout.ms). Default 1m.
+	TransactionTimeout time.Duration `yaml:"transaction_timeout"`
+	// TransactionalID makes the producer transactional (exactly-once);
+	// set from relay.name, not configured. "" for at-least-once.
+	TransactionalID string `yaml:"-"`
 	// TLS to the brokers (security.go). Default off.
 	TLS TLSConfig `yaml:"tls"`
 	// SASL authentication (security.go). Default off.
@@ -76,7 +82,14 @@ func (c *Config) SetDefaults() {
 	if c.DeliveryTimeout == 0 {
 		c.DeliveryTimeout = 2 * time.Minute
 	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = time.Minute
+	}
 }
+
+// TransactionalID is the transactional.id of the exactly-once relay
+// named name.
+func TransactionalID(name string) string { return "outboxrelay-" + name }
 
 // maxTopicName is Kafka's longest topic name; a record's in-flight weight
 // counts it with the record.
@@ -107,6 +120,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DeliveryTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("delivery_timeout: %s is too short (min 1s)", c.DeliveryTimeout))
+	}
+	if c.TransactionTimeout < time.Second || c.TransactionTimeout > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("transaction_timeout: %s: want 1s to 24h (and at most the brokers' transaction.max.timeout.ms)", c.TransactionTimeout))
 	}
 	errs = append(errs, c.validateSecurity()...)
 	return errors.Join(errs...)
