@@ -24,6 +24,17 @@ type Position interface {
 	String() string
 }
 
+// TxStart is where a transaction can be read again from: the position
+// right before it, which can also count rows of it already delivered.
+type TxStart interface {
+	Position
+	// After returns the position inside the transaction once its first n
+	// rows (n ≥ 1) are delivered: a reader opened there re-reads the
+	// transaction from its start and hands out only the rest — a counted
+	// point inside a committed transaction, never a raw log offset.
+	After(n int) Position
+}
+
 // Row is one outbox INSERT as the source decoded it.
 type Row struct {
 	// Table describes the columns of Values. Rows of one table share the
@@ -44,11 +55,12 @@ type Tx struct {
 	// commit LSN). Records carry it in a header so consumers can drop
 	// duplicates.
 	ID string
-	// Start is where the transaction can be read again from: the position
-	// right before it. A reader opened there, told how many of its rows
-	// were delivered, hands out only the rest (a position inside a
-	// committed transaction). Nil if the source cannot do that.
-	Start Position
+	// Start is where the transaction can be read again from (the position
+	// right before it), and, through its After, the position inside it
+	// once some of its rows are delivered: a checkpoint may stop inside a
+	// large transaction, and an exactly-once relay commits one Kafka
+	// transaction per slice of it. Nil for a transaction without rows.
+	Start TxStart
 	// FirstIndex is the index within the transaction of Rows[0].
 	FirstIndex int
 	// Rows are the outbox INSERTs of this piece, in log order. Transactions

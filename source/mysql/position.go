@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/outboxrelay/outboxrelay/source"
 )
 
 // Position is a point in a MySQL/MariaDB binlog:
@@ -72,6 +74,9 @@ func (p Position) WithRows(n int) Position {
 	p.Rows = n
 	return p
 }
+
+// After implements source.TxStart: p is a transaction's first event.
+func (p Position) After(n int) source.Position { return p.WithRows(n) }
 
 func (p Position) String() string {
 	var b strings.Builder

@@ -3,6 +3,7 @@ package postgres
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -344,5 +345,84 @@ func TestIntegrationPostgresPartitioned(t *testing.T) {
 	tx := nextWithRows(t, r)
 	if tx.Rows[0].Table.FullName() != "public.pout" || string(tx.Rows[0].Values[0].([]byte)) != "a" {
 		t.Fatalf("row %s %q", tx.Rows[0].Table.FullName(), tx.Rows[0].Values)
+	}
+}
+
+// TestIntegrationPostgresResumeInsideTransaction: a position inside a
+// committed transaction (its final_lsn plus the rows delivered) re-reads
+// that transaction and hands out only the rest, with their indexes; the
+// slot confirmed at that point still sends it; a point inside a
+// transaction the stream does not start with is refused.
+func TestIntegrationPostgresResumeInsideTransaction(t *testing.T) {
+	t.Parallel()
+	db := testdb.Postgres(t)
+	db.Exec(t, testOutbox)
+	cfg := testConfig(db)
+	r := openReader(t, cfg, "")
+	db.Exec(t, `INSERT INTO outbox (id, aggregatetype, aggregateid, type) VALUES ('before', 'order', 'a', 'Created')`)
+	db.Exec(t, `INSERT INTO outbox (id, aggregatetype, aggregateid, type)
+		SELECT 'big-' || g, 'order', 'a', 'Created' FROM generate_series(0, 4999) g`)
+	first := nextWithRows(t, r)
+	if first.Start == nil {
+		t.Fatal("a transaction with rows has no Start")
+	}
+	var big []*source.Tx
+	for {
+		tx := nextWithRows(t, r)
+		big = append(big, tx)
+		if tx.End != nil {
+			break
+		}
+	}
+	start := big[0].Start
+	if start == nil || start.String() != big[0].ID {
+		t.Fatalf("Start %v, want the transaction's final_lsn %s", start, big[0].ID)
+	}
+	// The relay confirms the point inside the big transaction.
+	inside := start.After(3000)
+	ctx := context.Background()
+	if err := r.Ack(ctx, inside); err != nil {
+		t.Fatal(err)
+	}
+	waitFlush(t, db, start.(Position).LSN)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := openReader(t, cfg, inside.String())
+	var got []string
+	firstIndex := -1
+	for {
+		tx := nextWithRows(t, r2)
+		if tx.ID != big[0].ID {
+			t.Fatalf("resumed at %s: transaction %s, want %s", inside, tx.ID, big[0].ID)
+		}
+		if firstIndex < 0 {
+			firstIndex = tx.FirstIndex
+		}
+		for _, row := range tx.Rows {
+			got = append(got, string(row.Values[0].([]byte)))
+		}
+		if tx.End != nil {
+			if tx.End.String() != big[len(big)-1].End.String() {
+				t.Errorf("end %s, want %s", tx.End, big[len(big)-1].End)
+			}
+			break
+		}
+	}
+	if firstIndex != 3000 || len(got) != 2000 || got[0] != "big-3000" || got[1999] != "big-4999" {
+		t.Fatalf("resumed: first index %d, %d rows, %s … %s; want 3000, 2000 rows, big-3000 … big-4999", firstIndex, len(got), got[0], got[len(got)-1])
+	}
+	_ = r2.Close()
+
+	// A point inside a transaction that does not start the stream there.
+	bogus := Position{LSN: start.(Position).LSN + 8, Rows: 1}
+	r3 := openReader(t, cfg, bogus.String())
+	nctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	db.Exec(t, `INSERT INTO outbox (id, aggregatetype, aggregateid, type) VALUES ('after', 'order', 'a', 'Created')`)
+	_, err := r3.Next(nctx)
+	if !errors.Is(err, source.ErrPositionLost) || !strings.Contains(err.Error(), bogus.String()) {
+		t.Fatalf("resume inside a transaction that is not there: %v; want a lost position naming %s", err, bogus)
 	}
 }

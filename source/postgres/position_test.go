@@ -11,6 +11,7 @@ func TestParsePosition(t *testing.T) {
 	tests := []struct {
 		in      string
 		want    pglogrepl.LSN
+		rows    int
 		text    string // String() of the result; "" means in
 		wantErr bool
 	}{
@@ -31,6 +32,14 @@ func TestParsePosition(t *testing.T) {
 		{in: "1/-2", wantErr: true},
 		{in: "100000000/0", wantErr: true},
 		{in: "mysql-bin.000001:4", wantErr: true},
+		{in: "16/B374D848+2048", want: 0x16_B374D848, rows: 2048},
+		{in: "0/1a+1", want: 0x1A, rows: 1, text: "0/1A+1"},
+		{in: "1/2+0", wantErr: true},
+		{in: "1/2+", wantErr: true},
+		{in: "1/2+x", wantErr: true},
+		{in: "1/2+01", wantErr: true},
+		{in: "1/2+-3", wantErr: true},
+		{in: "1/2+3+4", wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -44,6 +53,9 @@ func TestParsePosition(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatalf("ParsePosition(%q): %v", tt.in, err)
+			}
+			if got.Rows != tt.rows {
+				t.Fatalf("ParsePosition(%q).Rows = %d, want %d", tt.in, got.Rows, tt.rows)
 			}
 			if got.LSN != tt.want {
 				t.Fatalf("ParsePosition(%q) = %X, want %X", tt.in, uint64(got.LSN), uint64(tt.want))
@@ -70,6 +82,10 @@ func TestPositionCompare(t *testing.T) {
 		{"0/FFFFFFFF", "1/0", -1}, // the high half dominates
 		{"2/0", "1/FFFFFFFF", 1},
 		{"A/1", "9/1", 1}, // hex, not text order
+		{"0/10+5", "0/10+5", 0},
+		{"0/10", "0/10+1", -1},    // a boundary at L comes before rows of the transaction committing at L
+		{"0/10+9", "0/10+10", -1}, // rows, not text order
+		{"0/10+999", "0/11", -1},  // the LSN dominates
 	}
 	for _, tt := range tests {
 		a, err := ParsePosition(tt.a)
@@ -111,7 +127,7 @@ type stringer string
 func (s stringer) String() string { return string(s) }
 
 func FuzzParsePosition(f *testing.F) {
-	for _, s := range []string{"0/0", "16/B374D848", "FFFFFFFF/FFFFFFFF", "1/", "/", "x/y", " 1/2 ", "1/2/3", "+1/2"} {
+	for _, s := range []string{"0/0", "16/B374D848", "FFFFFFFF/FFFFFFFF", "1/", "/", "x/y", " 1/2 ", "1/2/3", "+1/2", "1/2+3", "1/2+0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

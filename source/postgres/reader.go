@@ -63,6 +63,11 @@ type Reader struct {
 	rows       []source.Row
 	lastEnd    pglogrepl.LSN // End of the last transaction handed out (or the start)
 	walEnd     pglogrepl.LSN // newest WAL end the server reported outside transactions
+	txStart    Position      // the open transaction's final_lsn
+	// resume is a start inside a transaction (Rows > 0) until that
+	// transaction begins; skip counts its rows still to drop.
+	resume Position
+	skip   int
 }
 
 // Open checks the server, the publication and the slot (creating them when
@@ -172,10 +177,13 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 			return nil, source.Permanent(fmt.Errorf("replay from %s: replication slot %q has confirmed up to %s, and logical decoding cannot read WAL from before a slot's confirmed_flush_lsn: the earliest position a replay can start from is %s (older events must be re-inserted or restored from a backup)", p, cfg.Slot, slot.confirmedFlush, slot.confirmedFlush))
 		}
 	}
-	start, err := startPosition(from, slot, &cfg, si)
+	at, err := startPosition(from, slot, &cfg, si)
 	if err != nil {
 		return nil, err
 	}
+	// Inside a transaction (LSN+ROWS): streaming from its final_lsn sends
+	// it again, and its first rows are skipped.
+	start := at.LSN
 	streamSlot := cfg.Slot
 	if cfg.replay {
 		// A temporary copy of the relay's slot, made by this walsender
@@ -227,6 +235,9 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		nudge:   make(chan struct{}, 1),
 		lastEnd: start,
 	}
+	if at.Rows > 0 {
+		r.resume = at
+	}
 	r.acked.Store(uint64(start))
 	sctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -241,7 +252,7 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 			heartbeat(sctx, pgxCfg, cfg.Heartbeat, log)
 		}()
 	}
-	log.Info().Str("slot", cfg.Slot).Str("publication", cfg.Publication).Str("position", start.String()).
+	log.Info().Str("slot", cfg.Slot).Str("publication", cfg.Publication).Str("position", at.String()).
 		Strs("tables", names).Strs("message_prefixes", cfg.MessagePrefixes).Str("server", server).
 		Int("server_version", si.version).Msg("streaming replication slot")
 	return r, nil

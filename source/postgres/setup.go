@@ -222,21 +222,21 @@ func checkSlot(s slotInfo, cfg *Config, database string) error {
 // startPosition applies the start rules: with a checkpoint, the slot must
 // not have confirmed anything beyond it (that WAL is gone for this slot);
 // without one, the slot's own confirmed_flush_lsn.
-func startPosition(from string, s slotInfo, cfg *Config, si serverInfo) (pglogrepl.LSN, error) {
+func startPosition(from string, s slotInfo, cfg *Config, si serverInfo) (Position, error) {
 	if from == "" {
-		return s.confirmedFlush, nil
+		return Position{LSN: s.confirmedFlush}, nil
 	}
 	p, err := ParsePosition(from)
 	if err != nil {
-		return 0, source.Permanent(fmt.Errorf("stored checkpoint: %w", err))
+		return Position{}, source.Permanent(fmt.Errorf("stored checkpoint: %w", err))
 	}
 	if s.confirmedFlush > p.LSN {
-		return 0, source.PositionLost(from, "the checkpoint %s is behind replication slot %q's confirmed_flush_lsn %s: the slot no longer sends transactions that committed before its confirmed_flush_lsn, so those committed in between can no longer be read from it (was the slot used by another relay or client, or the checkpoint restored from an older copy?). The relay will not skip ahead on its own: use the checkpoint that belongs to this slot, or, if losing the transactions between %s and %s is acceptable, delete the checkpoint file so the relay starts at the slot", p, cfg.Slot, s.confirmedFlush, p, s.confirmedFlush)
+		return Position{}, source.PositionLost(from, "the checkpoint %s is behind replication slot %q's confirmed_flush_lsn %s: the slot no longer sends transactions that committed before its confirmed_flush_lsn, so those committed in between can no longer be read from it (was the slot used by another relay or client, or the checkpoint restored from an older copy?). The relay will not skip ahead on its own: use the checkpoint that belongs to this slot, or, if losing the transactions between %s and %s is acceptable, delete the checkpoint file so the relay starts at the slot", p, cfg.Slot, s.confirmedFlush, p, s.confirmedFlush)
 	}
 	if si.walEnd != 0 && p.LSN > si.walEnd {
-		return 0, source.PositionLost(from, "the checkpoint %s is beyond the server's current WAL position %s: it does not belong to this server; point checkpoint.file.path at this server's checkpoint", p, si.walEnd)
+		return Position{}, source.PositionLost(from, "the checkpoint %s is beyond the server's current WAL position %s: it does not belong to this server; point the relay at this server's checkpoint", p, si.walEnd)
 	}
-	return p.LSN, nil
+	return p, nil
 }
 
 // tableColumns reads the columns of each outbox table, in order, with

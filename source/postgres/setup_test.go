@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pglogrepl"
-
 	"github.com/outboxrelay/outboxrelay/source"
 )
 
@@ -42,13 +40,15 @@ func TestStartPosition(t *testing.T) {
 	si := serverInfo{walEnd: 0x1_0000_9000}
 	for _, tt := range []struct {
 		from string
-		want pglogrepl.LSN
+		want Position
 		errs []string
 	}{
-		{from: "", want: 0x1_0000_0100},                                                   // no checkpoint: the slot's own position
-		{from: "1/100", want: 0x1_0000_0100},                                              // checkpoint at the slot's flush
-		{from: "1/200", want: 0x1_0000_0200},                                              // checkpoint ahead of the flush (ack not yet sent)
+		{from: "", want: Position{LSN: 0x1_0000_0100}},                                    // no checkpoint: the slot's own position
+		{from: "1/100", want: Position{LSN: 0x1_0000_0100}},                               // checkpoint at the slot's flush
+		{from: "1/200", want: Position{LSN: 0x1_0000_0200}},                               // checkpoint ahead of the flush (ack not yet sent)
+		{from: "1/100+7", want: Position{LSN: 0x1_0000_0100, Rows: 7}},                    // inside the transaction committing at the flush
 		{from: "1/FF", errs: []string{"1/FF", "1/100", "confirmed_flush_lsn", `"relay"`}}, // the slot moved past it
+		{from: "1/FF+3", errs: []string{"1/FF+3", "1/100"}},                               // inside a transaction the slot already passed
 		{from: "2/0", errs: []string{"2/0", "1/9000", "beyond"}},
 		{from: "bogus", errs: []string{"bogus"}},
 	} {

@@ -200,12 +200,23 @@ func (r *Reader) decode(ctx context.Context, xld pglogrepl.XLogData) error {
 		}
 		r.inTx = true
 		r.txID = m.FinalLSN.String()
+		r.txStart = Position{LSN: m.FinalLSN}
 		r.commitTime = m.CommitTime
 		r.index = 0
 		r.rows = nil
+		if r.resume.Rows > 0 {
+			// The first transaction of a start inside one must be it.
+			if m.FinalLSN != r.resume.LSN {
+				return r.resumeLost("a transaction committing at " + m.FinalLSN.String())
+			}
+			r.skip, r.resume = r.resume.Rows, Position{}
+		}
 	case *pglogrepl.CommitMessage:
 		if !r.inTx {
 			return fmt.Errorf("replication stream at %s: commit outside a transaction", xld.WALStart)
+		}
+		if r.skip > 0 {
+			return source.Permanent(fmt.Errorf("the checkpoint points inside the transaction that commits at %s after %d of its rows, but it has only %d: the checkpoint does not belong to this slot", r.txID, r.index+r.skip, r.index))
 		}
 		tx := &source.Tx{
 			ID:         r.txID,
@@ -213,6 +224,9 @@ func (r *Reader) decode(ctx context.Context, xld pglogrepl.XLogData) error {
 			Rows:       r.rows,
 			End:        Position{LSN: m.TransactionEndLSN},
 			CommitTime: m.CommitTime,
+		}
+		if len(r.rows) > 0 || r.index > 0 {
+			tx.Start = r.txStart
 		}
 		r.inTx = false
 		r.rows = nil
@@ -244,17 +258,28 @@ func (r *Reader) decode(ctx context.Context, xld pglogrepl.XLogData) error {
 	return nil
 }
 
+// resumeLost is the error of a start inside a transaction the stream
+// does not begin with (found: what it begins with instead).
+func (r *Reader) resumeLost(found string) error {
+	return source.PositionLost(r.resume.String(), "the checkpoint %s points inside the transaction that commits at %s, but the slot's stream from there begins with %s: that transaction is not in this slot's stream (another server, or a recreated slot). The relay will not skip ahead on its own: use this slot's checkpoint", r.resume, r.resume.LSN, found)
+}
+
 // add appends a row to the open transaction, handing out a piece when it
 // is full.
 func (r *Reader) add(ctx context.Context, row source.Row, at pglogrepl.LSN) error {
 	if !r.inTx {
 		return fmt.Errorf("replication stream at %s: row outside a transaction", at)
 	}
+	if r.skip > 0 { // delivered before the restart
+		r.skip--
+		r.index++
+		return nil
+	}
 	r.rows = append(r.rows, row)
 	if len(r.rows) < pieceRows {
 		return nil
 	}
-	tx := &source.Tx{ID: r.txID, FirstIndex: r.index, Rows: r.rows, CommitTime: r.commitTime}
+	tx := &source.Tx{ID: r.txID, Start: r.txStart, FirstIndex: r.index, Rows: r.rows, CommitTime: r.commitTime}
 	r.index += len(r.rows)
 	r.rows = nil
 	return r.send(ctx, tx)
@@ -263,6 +288,15 @@ func (r *Reader) add(ctx context.Context, row source.Row, at pglogrepl.LSN) erro
 // quiet hands out a rows-less transaction at the newest WAL end the server
 // reported, when quietEnd says that is safe.
 func (r *Reader) quiet(ctx context.Context) error {
+	if r.resume.Rows > 0 {
+		// Started inside a transaction: nothing moves before it begins.
+		// The server reports a WAL end past its commit record only once
+		// it has sent it: past that, it is not in this stream.
+		if r.walEnd > r.resume.LSN {
+			return r.resumeLost("nothing")
+		}
+		return nil
+	}
 	end, ok := quietEnd(r.inTx, r.lastEnd, pglogrepl.LSN(r.acked.Load()), r.walEnd)
 	if !ok {
 		return nil
