@@ -26,9 +26,30 @@ type Checkpoint struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
+// PermanentError is a store failure retrying cannot fix (a corrupt file,
+// a misconfigured topic): the relay stops with it instead of backing off.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent reports that retrying cannot help (tested through an
+// interface{ Permanent() bool }).
+func (e *PermanentError) Permanent() bool { return true }
+
+// Permanent marks err as one retrying cannot fix (nil stays nil).
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
 // Store keeps one checkpoint durably.
 type Store interface {
-	// Load returns ErrNotFound when nothing was saved yet.
+	// Load returns ErrNotFound when nothing was saved yet; errors
+	// retrying cannot fix are marked Permanent, others are transient
+	// (a broker that cannot be reached).
 	Load(ctx context.Context) (Checkpoint, error)
 	// Save replaces the stored checkpoint atomically: after a crash, Load
 	// returns either the old or the new one, never a mix.

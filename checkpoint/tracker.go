@@ -9,6 +9,11 @@ import (
 // every transaction up to it has been acknowledged. Transactions are opened
 // in log order; records are acknowledged in any order.
 //
+// With Inside set, the watermark can also stop inside the oldest
+// unfinished transaction, after the longest run of its records (by index,
+// from its first) that are all acknowledged: a checkpoint inside a large
+// transaction, so that a restart re-sends only the rest of it.
+//
 // Its memory is bounded by the records in flight, not by how long one of
 // them waits: finished transactions (ended, every record acknowledged)
 // held back behind an unfinished one merge with their finished neighbours,
@@ -27,6 +32,7 @@ type Tracker[P any] struct {
 	onPass      func(end P)
 	merge       func(older, newer P) P
 	unmergeable bool // merge not set: keep every entry
+	inside      func(start P, n int) P
 }
 
 // Txn is one transaction in the tracker.
@@ -37,6 +43,13 @@ type Txn[P any] struct {
 	ended      bool
 	end        P
 	gone       bool // passed or merged into a neighbour
+
+	// Set by Resume: records are acknowledged by index (DoneAt).
+	tracked bool
+	start   P      // the transaction's start, for Inside
+	first   int    // index of the first record of this session
+	base    int    // every record below this index is acknowledged
+	acked   []bool // acknowledgements of indexes base, base+1, …
 }
 
 // NewTracker starts with no watermark.
@@ -59,6 +72,11 @@ func (t *Tracker[P]) Merge(fn func(older, newer P) P) {
 // must be quick and must not call the tracker. Set it before the first
 // Begin. It is how the relay observes commit-to-acknowledgement latency.
 func (t *Tracker[P]) OnPass(fn func(end P)) { t.onPass = fn }
+
+// Inside lets the watermark stop inside a transaction opened with
+// Resume: fn returns the position after its first n records (n ≥ 1).
+// Set it before the first Begin.
+func (t *Tracker[P]) Inside(fn func(start P, n int) P) { t.inside = fn }
 
 // Begin opens the next transaction in log order.
 func (t *Tracker[P]) Begin() *Txn[P] {
@@ -92,6 +110,46 @@ func (x *Txn[P]) Add(n int) {
 func (x *Txn[P]) Done(err error) {
 	t := x.t
 	t.mu.Lock()
+	x.pending--
+	t.pending--
+	if err != nil && t.failed == nil {
+		t.failed = err
+	}
+	t.settle(x)
+	t.mu.Unlock()
+}
+
+// Resume makes x acknowledge its records by index (DoneAt), the first
+// of this session being first (more than 0 when the session resumed
+// inside x), so that the watermark can stop inside x after the records
+// acknowledged in a row; start is x's start, handed to Inside. Call it
+// before any record of x is added.
+func (x *Txn[P]) Resume(first int, start P) {
+	t := x.t
+	t.mu.Lock()
+	x.tracked, x.start, x.first, x.base = true, start, first, first
+	t.mu.Unlock()
+}
+
+// DoneAt acknowledges record i of x (see Resume; without Resume it is
+// Done). A non-nil err freezes the watermark for good.
+func (x *Txn[P]) DoneAt(i int, err error) {
+	t := x.t
+	t.mu.Lock()
+	if x.tracked && t.failed == nil && err == nil {
+		if j := i - x.base; j >= 0 {
+			for len(x.acked) <= j {
+				x.acked = append(x.acked, false)
+			}
+			x.acked[j] = true
+			k := 0
+			for k < len(x.acked) && x.acked[k] {
+				k++
+			}
+			x.base += k
+			x.acked = x.acked[k:]
+		}
+	}
 	x.pending--
 	t.pending--
 	if err != nil && t.failed == nil {
@@ -170,10 +228,16 @@ func (t *Tracker[P]) advance() {
 	}
 }
 
-// Watermark returns the newest position that may be checkpointed.
+// Watermark returns the newest position that may be checkpointed: the end
+// of the newest transaction passed, or, with Inside, a point inside the
+// oldest unfinished one after the records acknowledged in a row there.
+// After a failed acknowledgement it stays where it was.
 func (t *Tracker[P]) Watermark() (P, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if x := t.head; x != nil && t.inside != nil && x.tracked && x.base > 0 {
+		return t.inside(x.start, x.base), true
+	}
 	return t.mark, t.hasMark
 }
 

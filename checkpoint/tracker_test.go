@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -198,5 +199,124 @@ func TestTrackerMergeKeepsUnfinishedApart(t *testing.T) {
 	a.Done(nil)
 	if m, _ := tr.Watermark(); m != 4 {
 		t.Fatalf("watermark %d, want 4", m)
+	}
+}
+
+// inPos is a test position: a transaction end, or rows inside one.
+type inPos struct {
+	tx   string
+	rows int // 0: the end of tx
+}
+
+// TestTrackerInside: the watermark stops inside the oldest unfinished
+// transaction after the records acknowledged in a row from its first, and
+// only there; a later transaction's progress never shows.
+func TestTrackerInside(t *testing.T) {
+	t.Parallel()
+	tr := NewTracker[inPos]()
+	tr.Inside(func(start inPos, n int) inPos { return inPos{start.tx, n} })
+	a := tr.Begin()
+	a.Resume(0, inPos{tx: "a"})
+	a.Add(5)
+	if _, ok := tr.Watermark(); ok {
+		t.Fatal("watermark before any ack")
+	}
+	a.DoneAt(1, nil) // record 0 still in flight
+	if _, ok := tr.Watermark(); ok {
+		t.Fatal("watermark past an unacknowledged first record")
+	}
+	a.DoneAt(0, nil)
+	if got, _ := tr.Watermark(); got != (inPos{"a", 2}) {
+		t.Fatalf("watermark %v, want 2 rows of a", got)
+	}
+	a.DoneAt(3, nil)
+	if got, _ := tr.Watermark(); got != (inPos{"a", 2}) {
+		t.Fatalf("watermark %v past the gap at index 2", got)
+	}
+	b := tr.Begin()
+	b.Resume(0, inPos{tx: "b"})
+	b.Add(1)
+	b.DoneAt(0, nil)
+	b.End(inPos{tx: "b"})
+	if got, _ := tr.Watermark(); got != (inPos{"a", 2}) {
+		t.Fatalf("watermark %v moved with a later transaction", got)
+	}
+	a.DoneAt(2, nil)
+	a.DoneAt(4, nil)
+	if got, _ := tr.Watermark(); got != (inPos{"a", 5}) {
+		t.Fatalf("watermark %v, want all 5 rows of a (a has not ended)", got)
+	}
+	a.End(inPos{tx: "a"})
+	if got, _ := tr.Watermark(); got != (inPos{"b", 0}) {
+		t.Fatalf("watermark %v, want the end of b", got)
+	}
+}
+
+// TestTrackerInsideResumed: a session resumed inside a transaction counts
+// from there; a failure freezes the point inside too.
+func TestTrackerInsideResumed(t *testing.T) {
+	t.Parallel()
+	tr := NewTracker[inPos]()
+	tr.Inside(func(start inPos, n int) inPos { return inPos{start.tx, n} })
+	a := tr.Begin()
+	a.Resume(3000, inPos{tx: "a"})
+	a.Add(3)
+	if got, ok := tr.Watermark(); !ok || got != (inPos{"a", 3000}) {
+		t.Fatalf("watermark %v %v, want where the session resumed", got, ok)
+	}
+	a.DoneAt(3000, nil)
+	if got, _ := tr.Watermark(); got != (inPos{"a", 3001}) {
+		t.Fatalf("watermark %v, want 3001 rows of a", got)
+	}
+	a.DoneAt(3001, errors.New("refused"))
+	a.DoneAt(3002, nil)
+	if got, _ := tr.Watermark(); got != (inPos{"a", 3001}) {
+		t.Fatalf("watermark %v after a failure, want it frozen at 3001", got)
+	}
+}
+
+// TestTrackerInsideConcurrent: acknowledgements by index from many
+// goroutines; whenever the watermark is inside the transaction, every
+// record below it was acknowledged.
+func TestTrackerInsideConcurrent(t *testing.T) {
+	t.Parallel()
+	tr := NewTracker[inPos]()
+	tr.Inside(func(start inPos, n int) inPos { return inPos{start.tx, n} })
+	const n = 20000
+	var acked [n]atomic.Bool
+	a := tr.Begin()
+	a.Resume(0, inPos{tx: "a"})
+	a.Add(n)
+	order := rand.Perm(n)
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for k := w; k < n; k += 4 {
+				i := order[k]
+				acked[i].Store(true)
+				a.DoneAt(i, nil)
+			}
+		}(w)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		if got, ok := tr.Watermark(); ok {
+			for i := 0; i < got.rows; i++ {
+				if !acked[i].Load() {
+					t.Fatalf("watermark %d rows, but record %d was not acknowledged", got.rows, i)
+				}
+			}
+		}
+	}
+	if got, _ := tr.Watermark(); got.rows != n {
+		t.Fatalf("watermark %v after every ack, want %d rows", got, n)
 	}
 }

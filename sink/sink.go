@@ -15,6 +15,15 @@ import (
 // sending or by the broker.
 var ErrTooLarge = errors.New("record too large")
 
+// ErrFenced matches (errors.Is) the failure of a transactional sink that
+// another instance with the same identity replaced (Kafka: a newer
+// producer epoch for the transactional id), or whose transaction the
+// broker aborted after it was silent too long: it must stop, not retry.
+var ErrFenced = errors.New("fenced: another instance with the same transactional id took over")
+
+// ErrNotTransactional is Commit's error on a sink without transactions.
+var ErrNotTransactional = errors.New("the sink is not transactional")
+
 // ErrAborted is the acknowledgement error of records still in flight when
 // a sink was aborted.
 var ErrAborted = errors.New("the sink was aborted")
@@ -95,4 +104,13 @@ type Sink interface {
 	// after it. After its first failed acknowledgement a sink behaves as
 	// aborted on its own: nothing sent later reaches the broker either.
 	Abort()
+	// Commit makes every record sent since the last commit visible at
+	// once, together with extra (the position that covers them), in one
+	// transaction — all of them or none — then begins the next. It waits
+	// for their acknowledgements first. When it fails nothing since the
+	// last commit becomes visible (or, if the outcome could not be
+	// learnt, everything did: a new sink finds out), and the sink is
+	// done. ctx bounds the wait; past it the transaction is given up.
+	// A sink without transactions returns ErrNotTransactional.
+	Commit(ctx context.Context, extra ...Record) error
 }

@@ -50,13 +50,13 @@ func (s *Store) Load(context.Context) (checkpoint.Checkpoint, error) {
 		return cp, checkpoint.ErrNotFound
 	}
 	if err != nil {
-		return cp, fmt.Errorf("read checkpoint: %w", err)
+		return cp, checkpoint.Permanent(fmt.Errorf("read checkpoint: %w", err))
 	}
 	if err := json.Unmarshal(b, &cp); err != nil {
-		return cp, fmt.Errorf("checkpoint file %s is corrupt (%v): restore it from a backup or set a position with `outboxrelay checkpoint set`", s.path, err)
+		return cp, checkpoint.Permanent(fmt.Errorf("checkpoint file %s is corrupt (%v): restore it from a backup or set a position with `outboxrelay checkpoint set`", s.path, err))
 	}
 	if cp.Source == "" || cp.Position == "" {
-		return cp, fmt.Errorf("checkpoint file %s lacks source or position", s.path)
+		return cp, checkpoint.Permanent(fmt.Errorf("checkpoint file %s lacks source or position", s.path))
 	}
 	return cp, nil
 }

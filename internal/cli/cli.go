@@ -19,6 +19,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/checkpoint/file"
 	"github.com/outboxrelay/outboxrelay/internal/config"
 	"github.com/outboxrelay/outboxrelay/internal/relay"
+	"github.com/outboxrelay/outboxrelay/sink"
 )
 
 // Exit codes.
@@ -26,6 +27,7 @@ const (
 	ExitOK      = 0
 	ExitFailure = 1 // the relay stopped on an error
 	ExitUsage   = 2 // bad arguments or configuration
+	ExitFenced  = 3 // exactly-once: another instance with this relay.name took over
 )
 
 // Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3";
@@ -261,6 +263,10 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 		}
 	}()
 	if err := svc.Run(ctx); err != nil {
+		if errors.Is(err, sink.ErrFenced) {
+			log.Error().Err(err).Str("relay", cfg.Relay.Name).Msg("relay stopped: fenced by another instance")
+			return ExitFenced
+		}
 		log.Error().Err(err).Msg("relay stopped")
 		return ExitFailure
 	}

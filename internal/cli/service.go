@@ -50,11 +50,16 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 		return nil, err
 	}
 	kcfg := cfg.Kafka
+	rcfg := cfg.Relay
+	if rcfg.Delivery == relay.ExactlyOnce {
+		// The producer's epoch fences every older instance of this relay.
+		kcfg.TransactionalID = kafka.TransactionalID(rcfg.Name)
+		rcfg.TransactionTimeout = kcfg.TransactionTimeout
+	}
 	klog := log.With().Str("component", "sink.kafka").Logger()
 	newSink := relay.SinkFactory(func(context.Context) (sink.Sink, error) { return kafka.New(kcfg, klog) })
 
 	s := &Service{Store: store, cfg: cfg}
-	rcfg := cfg.Relay
 	var rsrc relay.Source = relaySource{Source: src, o: source.OpenOptions{CheckTable: mapper.CheckTable}}
 	var rstore checkpoint.Store = store
 	if cfg.Metrics.Enabled() {
@@ -63,6 +68,7 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 			log.With().Str("component", "metrics").Logger())
 		rsrc, rstore, newSink = m.Source(rsrc), m.Store(store), m.SinkFactory(newSink)
 		rcfg.Observer = m.Observer()
+		rcfg.OnCommit = m.Committed
 		if prev := rcfg.BadRowHook; prev != nil {
 			rcfg.BadRowHook = func(reason, policy string) { m.BadRow(reason, policy); prev(reason, policy) }
 		} else {

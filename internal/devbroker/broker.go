@@ -177,6 +177,21 @@ func (b *Broker) DelayProduce(node int32, max time.Duration) {
 	})
 }
 
+// StallProduce makes every produce request wait d before it is handled,
+// until the returned function is called.
+func (b *Broker) StallProduce(d time.Duration) (stop func()) {
+	var stopped atomic.Bool
+	b.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if stopped.Load() {
+			return nil, nil, false
+		}
+		b.cluster.KeepControl()
+		b.cluster.SleepControl(func() { time.Sleep(d) })
+		return nil, nil, false
+	})
+	return func() { stopped.Store(true) }
+}
+
 // RefuseProduce makes the broker answer one produce request that writes to
 // topic — the one after the first skip such requests — with the Kafka
 // error code for every partition in it (as a broker refusing those

@@ -148,6 +148,13 @@ func (s *meteredStore) Save(ctx context.Context, cp checkpoint.Checkpoint) error
 	return err
 }
 
+// Committed records a position an exactly-once relay committed in Kafka
+// with the records it covers (its store's Save is not called then).
+func (m *Metrics) Committed(cp checkpoint.Checkpoint) {
+	m.setCheckpoint(cp)
+	m.state.saved(time.Now(), cp.UpdatedAt)
+}
+
 func (m *Metrics) setCheckpoint(cp checkpoint.Checkpoint) {
 	m.cpMu.Lock()
 	defer m.cpMu.Unlock()

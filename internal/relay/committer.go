@@ -17,9 +17,9 @@ import (
 // itself, telling the source (which may then release log), and the final
 // save of a session. The pump only tells it what it sent.
 //
-// A transactional sink would replace it by one whose commit writes the
-// records and the position in one Kafka transaction; the sources need not
-// change for that: they only ever see Ack(position).
+// Under exactly-once, txCommitter (exactly.go) takes its place: its commit
+// writes the records and the position in one Kafka transaction. The
+// sources see no difference: they only ever get Ack(position).
 type committer struct {
 	kind   string
 	store  checkpoint.Store
@@ -37,6 +37,7 @@ type committer struct {
 func newCommitter(r *Relay, reader source.Reader, from string, progress func()) *committer {
 	t := checkpoint.NewTracker[txEnd]()
 	t.Merge(mergeEnds)
+	t.Inside(inside)
 	obs := r.cfg.Observer
 	t.OnPass(func(e txEnd) { obs.Acked(e.commit, e.read, e.records) })
 	return &committer{

@@ -19,10 +19,14 @@ import (
 // committer what it sent. It keeps where it stopped, so that a clean
 // shutdown can finish the transaction it stopped in.
 type pump struct {
-	r      *Relay
-	reader source.Reader
-	sink   sink.Sink
-	c      *committer
+	r       *Relay
+	reader  source.Reader
+	sink    sink.Sink
+	tracker *checkpoint.Tracker[txEnd]
+	failed  func() error // the first failed acknowledgement
+	// eos, under exactly-once, is where the pump says how far it sent,
+	// under the lock the commits take: a commit falls between rows.
+	eos *sent
 
 	cur  *checkpoint.Txn[txEnd] // the open transaction, if any
 	tx   *source.Tx             // the piece being sent, if any
@@ -47,7 +51,12 @@ func (p *pump) run(ctx context.Context, untilEnd bool) error {
 				return err
 			}
 			if p.cur == nil {
-				p.cur = p.c.tracker.Begin()
+				p.cur = p.tracker.Begin()
+				if tx.Start != nil {
+					// Acknowledged by index: the checkpoint may stop
+					// inside this transaction.
+					p.cur.Resume(tx.FirstIndex, txEnd{start: tx.Start})
+				}
 			}
 			p.tx, p.next, p.txID, p.read = tx, 0, tx.ID, time.Now()
 		}
@@ -58,6 +67,9 @@ func (p *pump) run(ctx context.Context, untilEnd bool) error {
 		p.tx = nil
 		if tx.End != nil {
 			cur.End(txEnd{pos: tx.End, commit: tx.CommitTime, read: p.read, records: tx.FirstIndex + len(tx.Rows)})
+			if p.eos != nil {
+				p.eos.ended(tx.End)
+			}
 			p.cur = nil
 			if untilEnd {
 				return nil
@@ -76,10 +88,9 @@ func (p *pump) sendPiece(ctx context.Context) error {
 	// The piece's records count as in flight at once (one tracker lock
 	// per piece, not per record); those never sent are taken back.
 	cur.Add(n)
-	ack := p.ackFunc(cur)
 	for ; p.next < len(tx.Rows); p.next++ {
 		i := p.next
-		if err := p.c.err(); err != nil {
+		if err := p.failed(); err != nil {
 			// After the first failed acknowledgement nothing more is sent
 			// in this session: records behind it (same key) must not
 			// reach Kafka before it does.
@@ -88,54 +99,79 @@ func (p *pump) sendPiece(ctx context.Context) error {
 		}
 		row := tx.Rows[i]
 		index := tx.FirstIndex + i
-		rec, err := p.r.mapper.Map(row, tx.ID, index, tx.CommitTime)
-		if err == nil && len(p.r.refused) > 0 {
-			if detail, ok := p.r.refused[rowKey{tx.ID, index}]; ok {
-				err = p.tooLarge(row, tx.ID, index, rec, detail)
-			}
-		}
-		if err != nil {
-			send, perr := p.r.onBadRow(row, err, errors.Is(err, sink.ErrTooLarge), &rec)
-			if perr != nil {
-				cur.Add(i - len(tx.Rows))
-				return perr
-			}
-			if !send { // skipped: it counts as done
-				cur.Done(nil)
-				continue
-			}
-		}
-		err = p.sink.Send(ctx, rec, ack)
-		if err == nil {
-			failpoint.Inject("produce-before-ack")
-		}
-		if errors.Is(err, sink.ErrTooLarge) {
-			send, perr := p.r.onBadRow(row, p.tooLarge(row, tx.ID, index, rec, err.Error()), true, &rec)
-			switch {
-			case perr != nil:
-				err = perr
-			case !send:
-				cur.Done(nil)
-				continue
-			default:
-				err = p.sink.Send(ctx, rec, ack)
-			}
-		}
-		if err != nil {
+		if err := p.sendRow(ctx, tx, row, index, cur); err != nil {
 			cur.Add(i - len(tx.Rows))
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if ackErr := p.c.err(); ackErr != nil {
-				return ackErr // the sink refuses because an earlier record failed
-			}
-			if isPermanent(err) {
-				return err
-			}
-			return retry.Stop(fmt.Errorf("table %s, transaction at %s, row %d: %w", row.Table.FullName(), tx.ID, index, err))
+			return err
 		}
 	}
 	return nil
+}
+
+// sendRow maps and sends one row (or applies on_bad_row to it). Under
+// exactly-once it holds the commit lock meanwhile and then says how far
+// the pump got.
+func (p *pump) sendRow(ctx context.Context, tx *source.Tx, row source.Row, index int, cur *checkpoint.Txn[txEnd]) error {
+	if p.eos != nil {
+		p.eos.mu.Lock()
+		defer p.eos.mu.Unlock()
+	}
+	sent, err := p.sendOne(ctx, tx, row, index, cur)
+	if err == nil && p.eos != nil {
+		p.eos.row(tx.Start, index, sent)
+	}
+	return err
+}
+
+// sendOne maps and sends row; sent is false when on_bad_row skipped it.
+func (p *pump) sendOne(ctx context.Context, tx *source.Tx, row source.Row, index int, cur *checkpoint.Txn[txEnd]) (sent bool, _ error) {
+	ack := p.ackFunc(cur, index)
+	rec, err := p.r.mapper.Map(row, tx.ID, index, tx.CommitTime)
+	if err == nil && len(p.r.refused) > 0 {
+		if detail, ok := p.r.refused[rowKey{tx.ID, index}]; ok {
+			err = p.tooLarge(row, tx.ID, index, rec, detail)
+		}
+	}
+	if err != nil {
+		send, perr := p.r.onBadRow(row, err, errors.Is(err, sink.ErrTooLarge), &rec)
+		if perr != nil {
+			return false, perr
+		}
+		if !send { // skipped: it counts as done
+			cur.DoneAt(index, nil)
+			return false, nil
+		}
+	}
+	err = p.sink.Send(ctx, rec, ack)
+	if err == nil {
+		failpoint.Inject("produce-before-ack")
+	}
+	if errors.Is(err, sink.ErrTooLarge) {
+		send, perr := p.r.onBadRow(row, p.tooLarge(row, tx.ID, index, rec, err.Error()), true, &rec)
+		switch {
+		case perr != nil:
+			err = perr
+		case !send:
+			cur.DoneAt(index, nil)
+			return false, nil
+		default:
+			err = p.sink.Send(ctx, rec, ack)
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		if ackErr := p.failed(); ackErr != nil {
+			return false, ackErr // the sink refuses because an earlier record failed
+		}
+		if isPermanent(err) {
+			return false, err
+		}
+		// The sink stopped (a failed acknowledgement the tracker has not
+		// heard of yet, a commit that failed): the next session resumes.
+		return false, fmt.Errorf("table %s, transaction at %s, row %d: %w", row.Table.FullName(), tx.ID, index, err)
+	}
+	return true, nil
 }
 
 // tooLarge is the bad-row error of a record refused for its size.
@@ -147,9 +183,10 @@ func (p *pump) tooLarge(row source.Row, txID string, index int, rec sink.Record,
 	return bad
 }
 
-// ackFunc acknowledges records of cur, naming a record the broker refused
-// as too large so that the next session can apply on_bad_row to it.
-func (p *pump) ackFunc(cur *checkpoint.Txn[txEnd]) sink.AckFunc {
+// ackFunc acknowledges record index of cur, naming a record the broker
+// refused as too large so that the next session can apply on_bad_row to
+// it.
+func (p *pump) ackFunc(cur *checkpoint.Txn[txEnd], index int) sink.AckFunc {
 	return func(err error) {
 		if err != nil && errors.Is(err, sink.ErrTooLarge) {
 			var re *sink.RecordError
@@ -161,7 +198,7 @@ func (p *pump) ackFunc(cur *checkpoint.Txn[txEnd]) sink.AckFunc {
 				}
 			}
 		}
-		cur.Done(err)
+		cur.DoneAt(index, err)
 	}
 }
 

@@ -87,6 +87,17 @@ type Config struct {
 	// Ephemeral says the store keeps nothing durable (a replay's, in
 	// memory): logs then say so instead of naming a checkpoint.
 	Ephemeral bool `yaml:"-"`
+	// TransactionTimeout is kafka.transaction_timeout (exactly-once): a
+	// Kafka transaction not committed within four fifths of it is given
+	// up and the relay resumes from the committed position.
+	TransactionTimeout time.Duration `yaml:"-"`
+	// PositionRecord encodes a checkpoint as the record that stores it
+	// (the Kafka store's): under exactly-once it is committed in the same
+	// Kafka transaction as the records it covers.
+	PositionRecord func(checkpoint.Checkpoint) (sink.Record, error) `yaml:"-"`
+	// OnCommit, if set, is told of every position an exactly-once relay
+	// committed (for metrics: the store's Save is not called then).
+	OnCommit func(checkpoint.Checkpoint) `yaml:"-"`
 	// BadRowHook, if set, is told of every bad row with its reason and the
 	// policy applied (for metrics).
 	BadRowHook func(reason, policy string) `yaml:"-"`
@@ -117,6 +128,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MaxFailuresAtPosition == 0 {
 		c.MaxFailuresAtPosition = 10
+	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = time.Minute
 	}
 }
 
@@ -203,12 +217,18 @@ func New(cfg Config, src Source, newSink SinkFactory, store checkpoint.Store, ma
 // Run relays until ctx ends (then it drains, saves the final checkpoint and
 // returns nil) or a permanent failure, which it returns.
 func (r *Relay) Run(ctx context.Context) error {
+	if r.cfg.Delivery == ExactlyOnce && r.cfg.PositionRecord == nil {
+		return retry.Stop(errors.New("relay.delivery exactly-once needs a store that keeps positions in Kafka (checkpoint.type: kafka)"))
+	}
 	var rep repeats
 	return retry.Do(ctx, r.log, r.cfg.Retry, func(ctx context.Context, progress func()) error {
 		s := &session{r: r, progress: progress}
 		err := s.run(ctx)
 		if r.latency != nil {
 			r.latency.log(r.log)
+		}
+		if errors.Is(err, sink.ErrFenced) && !isPermanent(err) {
+			err = retry.Stop(err) // retrying would fence the newer instance
 		}
 		err = rep.check(s, err, r.cfg.MaxFailuresAtPosition)
 		if r.cfg.RetryConfigErrors && isPermanent(err) && !mustStop(err) {
@@ -256,7 +276,7 @@ func (p *repeats) check(s *session, err error, limit int) error {
 func mustStop(err error) bool {
 	var bad *outbox.BadRowError
 	var rep *repeatedError
-	return errors.Is(err, source.ErrPositionLost) || errors.As(err, &bad) || errors.As(err, &rep)
+	return errors.Is(err, source.ErrPositionLost) || errors.Is(err, sink.ErrFenced) || errors.As(err, &bad) || errors.As(err, &rep)
 }
 
 // retriedError is a permanent failure retried on the operator's request
@@ -293,7 +313,11 @@ type txEnd struct {
 	pos          source.Position
 	commit, read time.Time
 	records      int
+	start        source.TxStart // for a point inside (Tracker.Inside)
 }
+
+// inside is the tracker's point inside a transaction after n rows.
+func inside(start txEnd, n int) txEnd { return txEnd{pos: start.start.After(n)} }
 
 // mergeEnds stands for two finished transactions held back together: the
 // newer's end; the older's commit time (the latency of the slower one).

@@ -180,3 +180,44 @@ func TestConfigErrorsStopUnlessRetried(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckpointInsideTransaction: at-least-once, the checkpoint stops
+// inside a large transaction after the records acknowledged in a row, so
+// that a restart re-sends only the rest of it.
+func TestCheckpointInsideTransaction(t *testing.T) {
+	t.Parallel()
+	src := &logSource{piece: 8, sizes: []int{3, 40}}
+	snk := &sinktest.Sink{Hold: true}
+	store := &mem.Store{}
+	r := New(Config{CheckpointInterval: time.Millisecond}, &blockingSource{logSource: src, onOpen: func() {}},
+		snk.Factory, store, testMapper(t), zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		snk.AckAll(nil)
+		<-done
+	}()
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			cp, err := store.Load(context.Background())
+			if err == nil && cp.Position == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("checkpoint %+v (%v), want %s", cp, err, want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for len(snk.Sent()) < 43 {
+		time.Sleep(time.Millisecond)
+	}
+	snk.AckFirst(25, nil) // tx0's 3 and the first 22 of tx1
+	waitFor("s1+22")
+	snk.AckFirst(18, nil)
+	waitFor("e1") // every row acknowledged: the transaction's end
+}

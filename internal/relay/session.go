@@ -23,24 +23,20 @@ type session struct {
 }
 
 func (s *session) run(ctx context.Context) error {
+	if s.r.cfg.Delivery == ExactlyOnce {
+		return s.runExactlyOnce(ctx)
+	}
 	r := s.r
-	from, err := s.start(ctx)
+	from, err := s.start(ctx, nil)
 	if err != nil {
 		return err
 	}
 	s.from = from
-	reader, err := r.src.Open(ctx, from)
+	reader, err := s.open(ctx, from)
 	if err != nil {
 		return err
 	}
 	defer reader.Close()
-	// A table lacking a configured column is a configuration error: find
-	// it now rather than at its first row.
-	for _, t := range reader.Tables() {
-		if err := r.mapper.CheckTable(t); err != nil {
-			return retry.Stop(fmt.Errorf("outbox mapping: %w", err))
-		}
-	}
 	snk, err := r.newSink(ctx)
 	if err != nil {
 		return err
@@ -53,7 +49,7 @@ func (s *session) run(ctx context.Context) error {
 	saveErr := make(chan error, 1)
 	go func() { saveErr <- c.run(readCtx, stopReading) }()
 
-	p := &pump{r: r, reader: reader, sink: snk, c: c}
+	p := &pump{r: r, reader: reader, sink: snk, tracker: c.tracker, failed: c.err}
 	readErr := p.run(readCtx, false)
 	stopReading()
 	cpErr := <-saveErr
@@ -66,30 +62,111 @@ func (s *session) run(ctx context.Context) error {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ShutdownTimeout)
 		if err := p.run(fctx, true); err != nil {
 			r.log.Warn().Err(err).Str("transaction", p.txID).
-				Msg("stopped inside a transaction; its records sent so far will be sent again after a restart")
+				Msg("stopped inside a transaction; its records sent so far and not in the checkpoint will be sent again after a restart")
 		}
 		cancel()
 	}
-	s.drain(ctx, snk, c)
+	s.drain(ctx, snk, c.tracker)
 	if err := c.finish(ctx); err != nil && cpErr == nil {
 		cpErr = err
 	}
 	s.moved = c.moved
-	if c.saved != "" && c.moved {
-		if r.cfg.Ephemeral {
-			r.log.Info().Str("position", c.saved).Msg("read up to here (nothing stored)")
+	s.logEnd(c.saved, c.moved, "checkpoint at end of session")
+	return s.outcome(ctx, c.err(), cpErr, readErr)
+}
+
+// runExactlyOnce is a session under exactly-once: the transactional
+// producer first (it fences older instances and aborts what they left
+// open), then the position committed in Kafka, then the source.
+func (s *session) runExactlyOnce(ctx context.Context) error {
+	r := s.r
+	snk, err := r.newSink(ctx)
+	if err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			// Nothing of the open transaction may become visible.
+			snk.Abort()
+		}
+		_ = snk.Close()
+	}()
+	from, err := s.start(ctx, snk)
+	if err != nil {
+		return err
+	}
+	s.from = from
+	reader, err := s.open(ctx, from)
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
+	s.streamed = true
+
+	c := newTxCommitter(r, reader, snk, from, s.progress)
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	commitErr := make(chan error, 1)
+	go func() { commitErr <- c.run(readCtx, stopReading) }()
+
+	p := &pump{r: r, reader: reader, sink: snk, tracker: c.tracker, failed: c.err, eos: c.at}
+	readErr := p.run(readCtx, false)
+	stopReading()
+	cpErr := <-commitErr
+	if (ctx.Err() != nil || errors.Is(readErr, source.ErrEndOfRange)) && cpErr == nil && c.err() == nil {
+		// A clean stop (or the end of a bounded range): commit what was
+		// sent, wherever the pump stopped (inside a transaction too), and
+		// nothing is sent twice.
+		if err := c.finish(ctx); err != nil {
+			cpErr = err
 		} else {
-			r.log.Info().Str("position", c.saved).Msg("checkpoint at end of session")
+			committed = true
 		}
 	}
+	s.moved = c.moved
+	s.logEnd(c.saved, c.moved, "committed at end of session")
+	return s.outcome(ctx, c.err(), cpErr, readErr)
+}
 
-	ackErr := c.err()
+// open opens the reader after from and checks the outbox tables it
+// found against the mapping.
+func (s *session) open(ctx context.Context, from string) (source.Reader, error) {
+	reader, err := s.r.src.Open(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	// A table lacking a configured column is a configuration error: find
+	// it now rather than at its first row.
+	for _, t := range reader.Tables() {
+		if err := s.r.mapper.CheckTable(t); err != nil {
+			_ = reader.Close()
+			return nil, retry.Stop(fmt.Errorf("outbox mapping: %w", err))
+		}
+	}
+	return reader, nil
+}
+
+func (s *session) logEnd(saved string, moved bool, msg string) {
+	if saved == "" || !moved {
+		return
+	}
+	if s.r.cfg.Ephemeral {
+		s.r.log.Info().Str("position", saved).Msg("read up to here (nothing stored)")
+	} else {
+		s.r.log.Info().Str("position", saved).Msg(msg)
+	}
+}
+
+// outcome is the session's result from what failed first: an
+// acknowledgement, the checkpoint, or the reading.
+func (s *session) outcome(ctx context.Context, ackErr, cpErr, readErr error) error {
 	var tooLarge *refusedTooLarge
 	switch {
 	case errors.As(ackErr, &tooLarge):
 		// The next session hands that row to outbox.on_bad_row rather
 		// than sending it again.
-		r.refused[tooLarge.key] = tooLarge.detail
+		s.r.refused[tooLarge.key] = tooLarge.detail
 		return fmt.Errorf("kafka refused a record as too large, at transaction %s row %d (the next session applies outbox.on_bad_row to it): %w", tooLarge.key.tx, tooLarge.key.index, ackErr)
 	case ackErr != nil:
 		return fmt.Errorf("kafka did not acknowledge a record: %w", ackErr)
@@ -107,13 +184,13 @@ func (s *session) run(ctx context.Context) error {
 // the very first start, the configured start resolved once and stored
 // before anything is sent, so that a retry or restart resumes there
 // instead of resolving it again past rows committed in between.
-func (s *session) start(ctx context.Context) (string, error) {
+func (s *session) start(ctx context.Context, tx sink.Sink) (string, error) {
 	r := s.r
 	cp, err := r.store.Load(ctx)
 	switch {
 	case err == nil:
 		if cp.Source != r.src.Kind() {
-			return "", retry.Stop(fmt.Errorf("the checkpoint holds a %s position (%s) but this relay reads a %s source: point checkpoint.file.path elsewhere", cp.Source, cp.Position, r.src.Kind()))
+			return "", retry.Stop(fmt.Errorf("the checkpoint holds a %s position (%s) but this relay reads a %s source: point the checkpoint store elsewhere", cp.Source, cp.Position, r.src.Kind()))
 		}
 		return cp.Position, nil
 	case errors.Is(err, checkpoint.ErrNotFound):
@@ -121,13 +198,34 @@ func (s *session) start(ctx context.Context) (string, error) {
 		if err != nil || from == "" {
 			return "", err // "": the server holds the start (a replication slot)
 		}
-		if err := r.store.Save(ctx, checkpoint.Checkpoint{Source: r.src.Kind(), Position: from, UpdatedAt: time.Now().UTC()}); err != nil {
+		cp := checkpoint.Checkpoint{Source: r.src.Kind(), Position: from, UpdatedAt: time.Now().UTC()}
+		if err := s.store(ctx, tx, cp); err != nil {
 			return "", fmt.Errorf("store the start position %s: %w", from, err)
 		}
 		r.log.Info().Str("position", from).Msg("no checkpoint yet: stored the start position")
 		return from, nil
 	}
-	return "", retry.Stop(err)
+	return "", fmt.Errorf("load the checkpoint: %w", err) // permanent when the store says so
+}
+
+// store saves cp: in the store, or, under exactly-once, as a Kafka
+// transaction of its own on the session's producer (tx).
+func (s *session) store(ctx context.Context, tx sink.Sink, cp checkpoint.Checkpoint) error {
+	r := s.r
+	if tx == nil {
+		return r.store.Save(ctx, cp)
+	}
+	rec, err := r.cfg.PositionRecord(cp)
+	if err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx, rec); err != nil {
+		return err
+	}
+	if r.cfg.OnCommit != nil {
+		r.cfg.OnCommit(cp)
+	}
+	return nil
 }
 
 // drain waits until every record sent is acknowledged or failed, so that a
@@ -136,7 +234,7 @@ func (s *session) start(ctx context.Context) (string, error) {
 // stays unacknowledged is sent again anyway). Past that the sink is
 // aborted: when drain returns, the session's producer writes nothing more,
 // so no record of it can land after the next session's.
-func (s *session) drain(ctx context.Context, snk sink.Sink, c *committer) {
+func (s *session) drain(ctx context.Context, snk sink.Sink, tracker *checkpoint.Tracker[txEnd]) {
 	r := s.r
 	closed := make(chan struct{})
 	go func() {
@@ -152,7 +250,7 @@ func (s *session) drain(ctx context.Context, snk sink.Sink, c *committer) {
 		return
 	case <-time.After(wait):
 	}
-	r.log.Warn().Int("in_flight", c.tracker.InFlight()).Str("waited", wait.String()).Str("after", why).
+	r.log.Warn().Int("in_flight", tracker.InFlight()).Str("waited", wait.String()).Str("after", why).
 		Msg("records still unacknowledged: the producer is stopped; the checkpoint stays at the last acknowledged transaction and they will be sent again")
 	snk.Abort()
 	select {

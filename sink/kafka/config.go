@@ -170,6 +170,7 @@ func (c *Config) saramaConfig() (*sarama.Config, error) {
 	sc.Producer.Compression, _ = compression(c.Compression)
 	sc.Metadata.Retry.Max = 2
 	sc.ChannelBufferSize = 1024
+	c.transactional(sc)
 	if err := c.applySecurity(sc); err != nil {
 		return nil, err
 	}

@@ -99,7 +99,17 @@ func New(cfg Config, log zerolog.Logger) (*Producer, error) {
 	if err != nil {
 		_ = client.Close()
 		g.close()
+		if cfg.TransactionalID != "" {
+			return nil, cfg.explainInit(fmt.Errorf("start the transactional kafka producer %s: %w", cfg.TransactionalID, err))
+		}
 		return nil, fmt.Errorf("start the kafka producer: %w", err)
+	}
+	if cfg.TransactionalID != "" {
+		if err := p.BeginTxn(); err != nil {
+			_ = p.Close()
+			g.close()
+			return nil, fmt.Errorf("begin a Kafka transaction: %w", err)
+		}
 	}
 	k := &Producer{cfg: cfg, log: log, client: client, p: p, gate: g, inflight: semaphore.NewWeighted(cfg.MaxInFlightBytes),
 		stop: make(chan struct{}), dogDone: make(chan struct{}), limits: map[string]int{}}
@@ -132,8 +142,11 @@ func (k *Producer) errors() {
 		k.inflight.Release(pd.weight)
 		k.pending.Add(-1)
 		cause := e.Err
-		if errors.Is(cause, sarama.ErrMessageSizeTooLarge) {
+		switch {
+		case errors.Is(cause, sarama.ErrMessageSizeTooLarge):
 			cause = fmt.Errorf("%w: %w", sink.ErrTooLarge, cause)
+		case k.cfg.TransactionalID != "" && isFencing(cause):
+			cause = &FencedError{TransactionalID: k.cfg.TransactionalID, Err: cause}
 		}
 		re := &sink.RecordError{Topic: e.Msg.Topic, Err: cause}
 		for _, h := range e.Msg.Headers {
@@ -167,13 +180,26 @@ func (k *Producer) Err() error {
 // leader, which must not become a silent stall.
 func (k *Producer) watchdog() {
 	defer close(k.dogDone)
-	t := time.NewTicker(min(time.Second, k.cfg.DeliveryTimeout/4))
+	every := min(time.Second, k.cfg.DeliveryTimeout/4)
+	if k.cfg.TransactionalID != "" {
+		every = 50 * time.Millisecond
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-k.stop:
 			return
 		case <-t.C:
+		}
+		if k.cfg.TransactionalID != "" && k.p.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+			// Sarama does not know PRODUCER_FENCED as a produce error:
+			// it retries the batch (for up to kafka.delivery_timeout)
+			// although its transaction manager already turned fatal.
+			// After a successful InitProducerId only a newer epoch (or
+			// an expired transactional id) makes it fatal.
+			k.fail(&FencedError{TransactionalID: k.cfg.TransactionalID, Err: sarama.ErrProducerFenced})
+			continue
 		}
 		if k.pending.Load() == 0 {
 			continue
@@ -313,6 +339,9 @@ type TopicLimitError struct {
 	TopicMax int
 	Max      int
 }
+
+// Permanent reports that retrying cannot help: the settings must change.
+func (e *TopicLimitError) Permanent() bool { return true }
 
 func (e *TopicLimitError) Error() string {
 	return fmt.Sprintf("topic %s accepts batches of at most %d bytes (max.message.bytes), less than kafka.max_message_bytes (%d) plus a batch header (%d): set kafka.max_message_bytes to at most %d, or raise the topic's max.message.bytes",

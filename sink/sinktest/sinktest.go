@@ -100,8 +100,23 @@ func (s *Sink) Sessions() []time.Time {
 // Abort implements sink.Sink.
 func (s *Sink) Abort() {}
 
+// Commit implements sink.Sink: the fake has no transactions.
+func (s *Sink) Commit(context.Context, ...sink.Record) error { return sink.ErrNotTransactional }
+
 // Close implements sink.Sink: it waits for the acknowledgements under way.
 func (s *Sink) Close() error {
 	s.acks.Wait()
 	return nil
+}
+
+// AckFirst answers the n oldest held records with err.
+func (s *Sink) AckFirst(n int, err error) {
+	s.mu.Lock()
+	n = min(n, len(s.held))
+	held := s.held[:n]
+	s.held = s.held[n:]
+	s.mu.Unlock()
+	for _, a := range held {
+		a(err)
+	}
 }

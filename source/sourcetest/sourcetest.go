@@ -4,6 +4,7 @@ package sourcetest
 
 import (
 	"context"
+	"strconv"
 	"sync"
 
 	"github.com/outboxrelay/outboxrelay/schema"
@@ -124,3 +125,11 @@ func (s *Source) Opens() int {
 	defer s.mu.Unlock()
 	return s.opens
 }
+
+// Start is a transaction's start whose points inside are "START+N".
+type Start string
+
+func (s Start) String() string { return string(s) }
+
+// After implements source.TxStart.
+func (s Start) After(n int) source.Position { return Pos(string(s) + "+" + strconv.Itoa(n)) }
