@@ -146,6 +146,11 @@ type OpenOptions struct {
 	Replay bool
 	// ReplicaID is a replay's MySQL replica server_id (0: a free one).
 	ReplicaID uint32
+	// TakeOver says the relay holds the fence (exactly-once: its
+	// producer epoch fenced every older instance of it), so an older
+	// instance still holding what only one reader may hold (a Postgres
+	// slot) is stale and may be disconnected instead of waited for.
+	TakeOver bool
 }
 
 // PreflightOptions tune Preflight.

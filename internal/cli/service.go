@@ -60,7 +60,9 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 	newSink := relay.SinkFactory(func(context.Context) (sink.Sink, error) { return kafka.New(kcfg, klog) })
 
 	s := &Service{Store: store, cfg: cfg}
-	var rsrc relay.Source = relaySource{Source: src, o: source.OpenOptions{CheckTable: mapper.CheckTable}}
+	// Exactly-once holds the fence once its producer is up: a stale
+	// instance still holding the source (a Postgres slot) is let go of.
+	var rsrc relay.Source = relaySource{Source: src, o: source.OpenOptions{CheckTable: mapper.CheckTable, TakeOver: rcfg.Delivery == relay.ExactlyOnce}}
 	var rstore checkpoint.Store = store
 	if cfg.Metrics.Enabled() {
 		_, wal := src.(metrics.WALRetainer)

@@ -71,6 +71,8 @@ type Config struct {
 	// checkTable is the relay's check of each outbox table at open
 	// (OpenOptions.CheckTable), before the publication or slot is made.
 	checkTable source.TableCheck
+	// takeOver: the relay holds the fence (OpenOptions.TakeOver).
+	takeOver bool
 
 	password string // from PasswordFile (secrets.go)
 }

@@ -140,6 +140,11 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		if err := checkSlot(slot, &cfg, si.database); err != nil {
 			return nil, err
 		}
+		if cfg.takeOver && !cfg.replay {
+			if err := takeOverSlot(ctx, conn, &cfg, log); err != nil {
+				return nil, err
+			}
+		}
 	} else {
 		if from != "" {
 			return nil, source.PositionLost(from, "replication slot %q does not exist, but the checkpoint is at %s: the transactions after it can no longer be read (the slot was dropped, or the relay points at another server). The relay will not skip ahead on its own: if losing them is acceptable, delete the checkpoint file so the relay starts at a new slot", cfg.Slot, from)
@@ -372,7 +377,7 @@ func (s *Source) Resolve(context.Context) (string, error) { return "", nil }
 // of the relay's slot.
 func (s *Source) Open(ctx context.Context, from string, o source.OpenOptions) (source.Reader, error) {
 	cfg := s.cfg
-	cfg.replay, cfg.checkTable = o.Replay, o.CheckTable
+	cfg.replay, cfg.checkTable, cfg.takeOver = o.Replay, o.CheckTable, o.TakeOver
 	r, err := Open(ctx, cfg, s.log, from)
 	if err != nil {
 		return nil, err

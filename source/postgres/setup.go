@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
 
 	"github.com/outboxrelay/outboxrelay/schema"
-
 	"github.com/outboxrelay/outboxrelay/source"
 )
 
@@ -203,6 +204,37 @@ func readSlot(ctx context.Context, conn *pgx.Conn, cfg *Config) (si slotInfo, ok
 		}
 	}
 	return si, true, nil
+}
+
+// takeOverSlot disconnects the WAL sender of an older instance of the
+// relay that still streams the slot: it is fenced (it can commit nothing
+// more, so it confirms nothing more), and the server would otherwise keep
+// the slot busy until its wal_sender_timeout. The relay's user may
+// terminate its own backends.
+func takeOverSlot(ctx context.Context, conn *pgx.Conn, cfg *Config, log zerolog.Logger) error {
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		var pid *int32
+		if err := conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot).Scan(&pid); err != nil {
+			return explain("read replication slot "+cfg.Slot, err, cfg)
+		}
+		if pid == nil {
+			return nil
+		}
+		var ok bool
+		if err := conn.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, *pid).Scan(&ok); err != nil {
+			return explain(fmt.Sprintf("disconnect the older instance (pid %d) streaming replication slot %s", *pid, cfg.Slot), err, cfg)
+		}
+		log.Warn().Str("slot", cfg.Slot).Int32("pid", *pid).Bool("terminated", ok).
+			Msg("an older, fenced instance still streamed the slot: disconnected it")
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replication slot %s is still held by pid %d after terminating it", cfg.Slot, *pid)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // checkSlot refuses a slot the relay cannot stream from.
