@@ -103,7 +103,10 @@ type Sink interface {
 	// ErrAborted, or the error that stopped it). Close returns promptly
 	// after it. After its first failed acknowledgement a sink behaves as
 	// aborted on its own: nothing sent later reaches the broker either.
-	Abort()
+	// A transactional sink also aborts its open transaction when it can:
+	// its error then matches ErrFenced if that showed another instance
+	// took over (nil otherwise).
+	Abort() error
 	// Commit makes every record sent since the last commit visible at
 	// once, together with extra (the position that covers them), in one
 	// transaction — all of them or none — then begins the next. It waits

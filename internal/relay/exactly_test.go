@@ -216,3 +216,33 @@ func (s *blockingSource) Open(ctx context.Context, from string) (source.Reader, 
 	s.onOpen()
 	return r, nil
 }
+
+// TestExactlyOnceFenceFoundOnAbort: the session fails for another reason
+// (the database connection) after another instance took over: the abort
+// shows the fence, and the relay stops instead of starting a producer
+// that would fence the newer instance.
+func TestExactlyOnceFenceFoundOnAbort(t *testing.T) {
+	t.Parallel()
+	b := &sinktest.Broker{}
+	src := &failingSource{onOpen: func() { _, _ = b.Factory(context.Background()) }}
+	r := eosRelay(t, src, b, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := r.Run(ctx)
+	if !errors.Is(err, sink.ErrFenced) {
+		t.Fatalf("Run: %v; want it stopped, fenced", err)
+	}
+	if n := b.Sessions(); n != 2 {
+		t.Errorf("%d producers: the fenced relay started another", n)
+	}
+}
+
+// failingSource opens readers whose connection fails at once.
+type failingSource struct{ onOpen func() }
+
+func (s *failingSource) Kind() string                            { return "fake" }
+func (s *failingSource) Resolve(context.Context) (string, error) { return "", nil }
+func (s *failingSource) Open(context.Context, string) (source.Reader, error) {
+	s.onOpen()
+	return &sourcetest.Reader{Err: errors.New("connection reset by peer")}, nil
+}

@@ -78,7 +78,7 @@ func (s *session) run(ctx context.Context) error {
 // runExactlyOnce is a session under exactly-once: the transactional
 // producer first (it fences older instances and aborts what they left
 // open), then the position committed in Kafka, then the source.
-func (s *session) runExactlyOnce(ctx context.Context) error {
+func (s *session) runExactlyOnce(ctx context.Context) (err error) {
 	r := s.r
 	snk, err := r.newSink(ctx)
 	if err != nil {
@@ -87,8 +87,14 @@ func (s *session) runExactlyOnce(ctx context.Context) error {
 	committed := false
 	defer func() {
 		if !committed {
-			// Nothing of the open transaction may become visible.
-			snk.Abort()
+			// Nothing of the open transaction may become visible. The
+			// abort is also where an instance that failed for another
+			// reason (its database connection, after a pause) learns
+			// that it was fenced meanwhile: it must stop then, not start
+			// a producer that would fence the newer instance.
+			if aerr := snk.Abort(); errors.Is(aerr, sink.ErrFenced) && !errors.Is(err, sink.ErrFenced) {
+				err = fmt.Errorf("%w (after: %v)", aerr, err)
+			}
 		}
 		_ = snk.Close()
 	}()
@@ -252,7 +258,7 @@ func (s *session) drain(ctx context.Context, snk sink.Sink, tracker *checkpoint.
 	}
 	r.log.Warn().Int("in_flight", tracker.InFlight()).Str("waited", wait.String()).Str("after", why).
 		Msg("records still unacknowledged: the producer is stopped; the checkpoint stays at the last acknowledged transaction and they will be sent again")
-	snk.Abort()
+	_ = snk.Abort()
 	select {
 	case <-closed:
 	case <-time.After(time.Minute):

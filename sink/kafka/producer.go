@@ -27,6 +27,7 @@ import (
 // returns, so an old session's producer never writes after a new one.
 type Producer struct {
 	cfg      Config
+	sc       *sarama.Config
 	log      zerolog.Logger
 	client   sarama.Client
 	p        sarama.AsyncProducer
@@ -37,8 +38,14 @@ type Producer struct {
 	dogDone  chan struct{}
 	closed   sync.Once
 
-	// failure is the first error: set once, then Send refuses.
+	// failure is the first error: set once, then Send refuses; failed
+	// closes then.
 	failure atomic.Pointer[error]
+	failed  chan struct{}
+	// The transactional producer's id and epoch as the coordinator
+	// reported them after InitProducerId (epoch -1: not known).
+	pid   int64
+	epoch int16
 	// Acknowledgement progress, for the watchdog.
 	pending  atomic.Int64 // records handed to sarama, not yet answered
 	progress atomic.Int64 // unix nanos of the last answer (or of the first send after none pending)
@@ -111,8 +118,11 @@ func New(cfg Config, log zerolog.Logger) (*Producer, error) {
 			return nil, fmt.Errorf("begin a Kafka transaction: %w", err)
 		}
 	}
-	k := &Producer{cfg: cfg, log: log, client: client, p: p, gate: g, inflight: semaphore.NewWeighted(cfg.MaxInFlightBytes),
-		stop: make(chan struct{}), dogDone: make(chan struct{}), limits: map[string]int{}}
+	k := &Producer{cfg: cfg, sc: sc, log: log, client: client, p: p, gate: g, inflight: semaphore.NewWeighted(cfg.MaxInFlightBytes),
+		stop: make(chan struct{}), dogDone: make(chan struct{}), limits: map[string]int{}, failed: make(chan struct{})}
+	if cfg.TransactionalID != "" {
+		k.learnEpoch(sc)
+	}
 	k.progress.Store(time.Now().UnixNano())
 	k.loops.Add(2)
 	go k.successes()
@@ -160,6 +170,7 @@ func (k *Producer) errors() {
 // fail records the first failure and stops all producing.
 func (k *Producer) fail(err error) {
 	if k.failure.CompareAndSwap(nil, &err) {
+		close(k.failed)
 		k.gate.fence()
 		k.log.Debug().Err(err).Msg("first failed acknowledgement: the producer stops producing")
 		// Everything still queued fails fast without a client.
@@ -365,8 +376,25 @@ func (k *Producer) Close() error {
 // Abort stops producing at once: nothing queued is written any more, and
 // every record still unacknowledged fails (the relay sends it again from
 // its checkpoint). Call Close after it.
-func (k *Producer) Abort() {
+func (k *Producer) Abort() error {
+	if k.cfg.TransactionalID == "" {
+		k.fail(sink.ErrAborted)
+		return nil
+	}
+	if k.Err() == nil {
+		k.abortTxn()
+	}
 	k.fail(sink.ErrAborted)
+	err := k.Err()
+	if errors.Is(err, sink.ErrFenced) {
+		return err
+	}
+	// Failed for another reason — which may be the fence seen from a
+	// produce request (INVALID_TXN_STATE, say): ask the coordinator.
+	if k.replaced() {
+		return &FencedError{TransactionalID: k.cfg.TransactionalID, Err: fmt.Errorf("a newer producer holds the transactional id (after: %v)", err)}
+	}
+	return nil
 }
 
 // TooLargeError is a record over kafka.max_message_bytes (which the relay

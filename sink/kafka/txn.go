@@ -116,3 +116,78 @@ func (k *Producer) Commit(ctx context.Context, extra ...sink.Record) error {
 	}
 	return nil
 }
+
+// abortWait bounds how long Abort waits for the open transaction's abort.
+const abortWait = 5 * time.Second
+
+// abortTxn aborts the open transaction (EndTxn abort, after the records in
+// flight are answered): nothing of it becomes visible, the coordinator need
+// not wait for kafka.transaction_timeout, and a producer whose epoch is no
+// longer current learns that it is fenced.
+func (k *Producer) abortTxn() {
+	done := make(chan error, 1)
+	go func() { done <- k.p.AbortTxn() }()
+	select {
+	case err := <-done:
+		if err != nil && (isFencing(err) || k.p.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0) {
+			k.fail(&FencedError{TransactionalID: k.cfg.TransactionalID, Err: err})
+		}
+	case <-k.failed:
+		// The producer failed meanwhile (its client is closed): the
+		// abort cannot finish; the next producer of this id aborts it.
+	case <-time.After(abortWait):
+		k.fail(sink.ErrAborted)
+	}
+}
+
+// learnEpoch asks the transaction coordinator which producer id and
+// epoch this producer got (DescribeTransactions, Kafka ≥ 3.0), so that a
+// failed producer can tell later whether a newer one replaced it.
+func (k *Producer) learnEpoch(sc *sarama.Config) {
+	k.pid, k.epoch = -1, -1
+	st, err := k.describeTxn(sc)
+	if err != nil {
+		k.log.Debug().Err(err).Msg("cannot read the transactional id's producer epoch (DescribeTransactions needs Kafka 3.0): fencing is then only seen on the next write")
+		return
+	}
+	k.pid, k.epoch = st.ProducerID, st.ProducerEpoch
+}
+
+func (k *Producer) describeTxn(sc *sarama.Config) (sarama.TransactionState, error) {
+	c := *sc
+	c.Producer.Transaction.ID = "" // a plain admin client
+	c.Producer.Idempotent = false
+	c.Net.Proxy.Enable = false // not through the gate
+	admin, err := sarama.NewClusterAdmin(k.cfg.Brokers, &c)
+	if err != nil {
+		return sarama.TransactionState{}, err
+	}
+	defer admin.Close()
+	ta, ok := admin.(sarama.TransactionClusterAdmin)
+	if !ok {
+		return sarama.TransactionState{}, errors.New("the admin client cannot describe transactions")
+	}
+	states, err := ta.DescribeTransactions([]string{k.cfg.TransactionalID})
+	if err != nil {
+		return sarama.TransactionState{}, err
+	}
+	st, ok := states[k.cfg.TransactionalID]
+	if !ok {
+		return st, fmt.Errorf("no state for transactional id %s", k.cfg.TransactionalID)
+	}
+	return st, nil
+}
+
+// replaced reports whether a newer producer took this producer's
+// transactional id over (false when it cannot tell).
+func (k *Producer) replaced() bool {
+	if k.epoch < 0 {
+		return false
+	}
+	st, err := k.describeTxn(k.sc)
+	if err != nil {
+		k.log.Debug().Err(err).Msg("cannot read the transactional id's producer epoch")
+		return false
+	}
+	return st.ProducerID != k.pid || st.ProducerEpoch > k.epoch
+}

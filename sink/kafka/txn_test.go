@@ -140,3 +140,29 @@ func TestTransactionalCommitDeadline(t *testing.T) {
 		t.Fatalf("%d records of the abandoned transaction are visible", len(got))
 	}
 }
+
+// TestTransactionalAbortFindsFence: a producer that failed for another
+// reason (its database connection) and aborts learns from the abort that
+// a newer producer fenced it — so that it stops instead of starting one
+// that would fence the newer.
+func TestTransactionalAbortFindsFence(t *testing.T) {
+	t.Parallel()
+	b := txnBroker(t)
+	tx := func(c *Config) { c.TransactionalID = "outboxrelay-t4" }
+	old := testProducer(t, b, tx)
+	defer old.Close()
+	sendN(t, old, "t", 0, 5)
+	fresh := testProducer(t, b, tx)
+	defer fresh.Close()
+	if err := old.Abort(); !errors.Is(err, sink.ErrFenced) {
+		t.Fatalf("Abort of a fenced producer: %v; want sink.ErrFenced", err)
+	}
+	// A producer that is not fenced aborts quietly.
+	sendN(t, fresh, "t", 100, 5)
+	if err := fresh.Abort(); err != nil {
+		t.Fatalf("Abort: %v", err)
+	}
+	if got := committed(t, b, "^t$"); len(got) != 0 {
+		t.Fatalf("%d aborted records visible", len(got))
+	}
+}

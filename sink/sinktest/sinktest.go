@@ -98,7 +98,7 @@ func (s *Sink) Sessions() []time.Time {
 }
 
 // Abort implements sink.Sink.
-func (s *Sink) Abort() {}
+func (s *Sink) Abort() error { return nil }
 
 // Commit implements sink.Sink: the fake has no transactions.
 func (s *Sink) Commit(context.Context, ...sink.Record) error { return sink.ErrNotTransactional }

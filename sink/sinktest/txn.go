@@ -103,11 +103,19 @@ func (p *Producer) Commit(_ context.Context, extra ...sink.Record) error {
 	return nil
 }
 
-// Abort implements sink.Sink: the open transaction is dropped.
-func (p *Producer) Abort() {
+// Abort implements sink.Sink: the open transaction is dropped; a
+// producer whose epoch is no longer current learns it is fenced.
+func (p *Producer) Abort() error {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	was := p.aborted
 	p.aborted, p.open = true, nil
-	p.mu.Unlock()
+	p.b.mu.Lock()
+	defer p.b.mu.Unlock()
+	if !was && p.b.epoch != p.epoch {
+		return fmt.Errorf("abort at epoch %d, now %d: %w", p.epoch, p.b.epoch, sink.ErrFenced)
+	}
+	return nil
 }
 
 // Close implements sink.Sink.
