@@ -3,7 +3,7 @@
 # machine (issue 7; results and method in docs/performance.md).
 #
 #   scripts/bench.sh [--quick] [--rows N] [--big-rows N] [--live-rate N] [--live-for DUR]
-#                    [--repeat N] [--sources mysql,postgres] [--phases raw,drain,live,noise,big]
+#                    [--repeat N] [--sources mysql,postgres] [--phases raw,drain,live,noise,big,eos,single]
 #                    [--kafka KEY=VALUE,...]
 #                    [--profile DIR] [--out FILE] [--relay BINARY] [--keep]
 #
@@ -16,6 +16,11 @@
 #
 #   default  500k-row backlogs, 60 s live phase, 1M-row transaction (~10 min on 2 cores)
 #   --quick  100k-row backlogs, 20 s live phase, 200k-row transaction (~3 min)
+#   phases:  raw (the databases' own readers), drain (the relay over a backlog),
+#            live (a fixed rate), noise (90% other tables), big (one large
+#            transaction), eos (exactly-once drain against at-least-once on one
+#            backlog, and a live phase exactly-once), single (single-row
+#            transactions, both modes)
 #   --profile DIR  also drains each backlog once more with the relay profiled,
 #                  and profiles the live phase's relay (pprof CPU + allocs,
 #                  DIR/<source>-<phase>.{cpu,allocs}.pprof)

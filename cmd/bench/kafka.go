@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -45,6 +46,44 @@ func endOffsets(ctx context.Context, cl *kgo.Client, partitions int) (int64, err
 		}
 	}
 	return n, nil
+}
+
+// waitDelivered waits until want records are in Kafka: counted from the
+// end offsets, or, with d.consume (always under exactly-once, whose
+// transaction markers take offsets too), by a read_committed consumer.
+func waitDelivered(ctx context.Context, addr string, o *options, want int64, relay *relayProc, timeout time.Duration, d delivery) error {
+	if !d.consume && !d.eos {
+		return waitRecords(ctx, addr, o, want, relay, timeout)
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var n atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		done <- devbroker.Consume(cctx, []string{addr}, `^outbox\.event\.`, func(devbroker.Record) error {
+			if n.Add(1) >= want {
+				return devbroker.ErrStop
+			}
+			return nil
+		})
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if n.Load() >= want {
+				return nil
+			}
+			return fmt.Errorf("%d of %d records visible to a read_committed consumer: %v", n.Load(), want, err)
+		case <-tick.C:
+			if relay.exited() {
+				cancel()
+				<-done
+				return fmt.Errorf("relay exited with %d of %d records visible: %v\n%s", n.Load(), want, relay.exitErr, relay.tail())
+			}
+		}
+	}
 }
 
 // waitRecords polls the broker until it holds want records, the relay

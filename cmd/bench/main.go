@@ -113,7 +113,7 @@ type options struct {
 	postgresDSN string
 }
 
-var allPhases = []string{"raw", "drain", "live", "noise", "big"}
+var allPhases = []string{"raw", "drain", "live", "noise", "big", "eos", "single"}
 
 func cmdRun(args []string) int {
 	var o options

@@ -106,6 +106,29 @@ func benchMySQL(ctx context.Context, o *options) ([]row, error) {
 			return rows, err
 		}
 	}
+	if o.phases["eos"] || o.phases["single"] {
+		got, err := deliveryPhases(ctx, o, deliverySource{
+			src: src, prefix: "mysql", w: w,
+			starts: func(context.Context, int) ([]string, error) {
+				pos0, err := m.flush()
+				if err != nil {
+					return nil, err
+				}
+				var out []string
+				for i := 0; i < 2*o.repeat; i++ {
+					out = append(out, m.sourceYAML(posText(pos0)))
+				}
+				return out, nil
+			},
+			done:     func(context.Context) {},
+			liveYAML: func() string { return m.sourceYAML("current") },
+			latency:  func(s *latencySummary) string { return "log→commit " + latencyText(s.LogToAck) },
+		})
+		rows = append(rows, got...)
+		if err != nil {
+			return rows, err
+		}
+	}
 	if o.phases["big"] {
 		pos0, err := m.flush()
 		if err != nil {

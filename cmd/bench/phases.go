@@ -56,15 +56,35 @@ func (r runs) spread() string {
 // drains runs drain o.repeat times (sourceYAML(i) for run i) and returns the
 // timings, the highest peak RSS and the median run's CPU time.
 func drains(ctx context.Context, o *options, name string, sourceYAML func(i int) string, want int64) (runs, usage, error) {
+	return drainsWith(ctx, o, name, sourceYAML, want, atLeastOnce)
+}
+
+// delivery is how a bench relay delivers, and how the bench counts what
+// it delivered.
+type delivery struct {
+	eos     bool // relay.delivery exactly-once, positions in Kafka
+	consume bool // count with a read_committed consumer (transaction markers take offsets)
+}
+
+var atLeastOnce = delivery{}
+
+func (d delivery) String() string {
+	if d.eos {
+		return "exactly-once"
+	}
+	return "at-least-once"
+}
+
+func drainsWith(ctx context.Context, o *options, name string, sourceYAML func(i int) string, want int64, d delivery) (runs, usage, error) {
 	var t runs
 	var u usage
 	var cpus []time.Duration
 	for i := 0; i < o.repeat; i++ {
-		res, err := drain(ctx, o, fmt.Sprintf("%s-%d", name, i+1), sourceYAML(i), want, "")
+		res, err := drainWith(ctx, o, fmt.Sprintf("%s-%d", name, i+1), sourceYAML(i), want, "", d)
 		if err != nil {
 			return t, u, err
 		}
-		logf("  relay drain %d/%d: %.2fs, %.0f events/s, peak RSS %d MiB, CPU %.1fs", i+1, o.repeat, res.seconds, float64(want)/res.seconds, res.usage.peakRSS>>20, res.usage.cpu.Seconds())
+		logf("  relay drain (%s) %d/%d: %.2fs, %.0f events/s, peak RSS %d MiB, CPU %.1fs", d, i+1, o.repeat, res.seconds, float64(want)/res.seconds, res.usage.peakRSS>>20, res.usage.cpu.Seconds())
 		t = append(t, res.seconds)
 		u.peakRSS = max(u.peakRSS, res.usage.peakRSS)
 		cpus = append(cpus, res.usage.cpu)
@@ -83,7 +103,7 @@ type relayRun struct {
 
 // writeRelayConfig writes a relay configuration: sourceYAML is the body of
 // the source: section, indented by two spaces.
-func writeRelayConfig(dir, sourceYAML, broker, kafkaExtra string) (string, error) {
+func writeRelayConfig(dir, sourceYAML, broker, kafkaExtra string, d delivery) (string, error) {
 	extra := ""
 	for _, kv := range strings.Split(kafkaExtra, ",") {
 		if kv = strings.TrimSpace(kv); kv != "" {
@@ -99,12 +119,19 @@ kafka:
   file:
     path: %s
 `, sourceYAML, broker, extra, filepath.Join(dir, "checkpoint.json"))
+	if d.eos {
+		cfg += "  type: kafka\nrelay:\n  name: bench\n  delivery: exactly-once\n"
+	}
 	p := filepath.Join(dir, "relay.yaml")
 	return p, os.WriteFile(p, []byte(cfg), 0o600)
 }
 
 // drain runs a fresh broker and the relay until want records are in Kafka.
 func drain(ctx context.Context, o *options, name, sourceYAML string, want int64, profilePrefix string) (relayRun, error) {
+	return drainWith(ctx, o, name, sourceYAML, want, profilePrefix, atLeastOnce)
+}
+
+func drainWith(ctx context.Context, o *options, name, sourceYAML string, want int64, profilePrefix string, d delivery) (relayRun, error) {
 	var res relayRun
 	dir := filepath.Join(o.work, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -115,7 +142,7 @@ func drain(ctx context.Context, o *options, name, sourceYAML string, want int64,
 		return res, err
 	}
 	defer b.stop()
-	cfg, err := writeRelayConfig(dir, sourceYAML, b.addr, o.kafkaExtra)
+	cfg, err := writeRelayConfig(dir, sourceYAML, b.addr, o.kafkaExtra, d)
 	if err != nil {
 		return res, err
 	}
@@ -124,7 +151,7 @@ func drain(ctx context.Context, o *options, name, sourceYAML string, want int64,
 		return res, err
 	}
 	defer p.kill()
-	if err := waitRecords(ctx, b.addr, o, want, p, 30*time.Minute); err != nil {
+	if err := waitDelivered(ctx, b.addr, o, want, p, 30*time.Minute, d); err != nil {
 		return res, err
 	}
 	u, s, err := p.stop()
@@ -149,6 +176,10 @@ type liveResult struct {
 // live runs a fresh broker and the relay from the current position, writes
 // at a fixed rate, and waits until every event is in Kafka.
 func live(ctx context.Context, o *options, name, sourceYAML string, w writer, g *gen) (liveResult, error) {
+	return liveWith(ctx, o, name, sourceYAML, w, g, atLeastOnce)
+}
+
+func liveWith(ctx context.Context, o *options, name, sourceYAML string, w writer, g *gen, d delivery) (liveResult, error) {
 	var res liveResult
 	dir := filepath.Join(o.work, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -159,7 +190,7 @@ func live(ctx context.Context, o *options, name, sourceYAML string, w writer, g 
 		return res, err
 	}
 	defer b.stop()
-	cfg, err := writeRelayConfig(dir, sourceYAML, b.addr, o.kafkaExtra)
+	cfg, err := writeRelayConfig(dir, sourceYAML, b.addr, o.kafkaExtra, d)
 	if err != nil {
 		return res, err
 	}
@@ -183,7 +214,7 @@ func live(ctx context.Context, o *options, name, sourceYAML string, w writer, g 
 		c.stop()
 		return res, err
 	}
-	if err := waitRecords(ctx, b.addr, o, int64(res.written.events), p, 5*time.Minute); err != nil {
+	if err := waitDelivered(ctx, b.addr, o, int64(res.written.events), p, 5*time.Minute, d); err != nil {
 		c.stop()
 		return res, err
 	}

@@ -112,6 +112,29 @@ func benchPostgres(ctx context.Context, o *options) ([]row, error) {
 			return rows, err
 		}
 	}
+	if o.phases["eos"] || o.phases["single"] {
+		got, err := deliveryPhases(ctx, o, deliverySource{
+			src: src, prefix: "postgres", w: pw,
+			starts: func(ctx context.Context, n int) ([]string, error) {
+				var out []string
+				for i := 0; i < n; i++ {
+					slot, _, err := p.createSlot(ctx)
+					if err != nil {
+						return nil, err
+					}
+					out = append(out, p.sourceYAML(slot))
+				}
+				return out, nil
+			},
+			done:     p.dropSlots,
+			liveYAML: func() string { return p.sourceYAML(p.slotName()) },
+			latency:  func(s *latencySummary) string { return "commit→commit " + latencyText(s.CommitToAck) },
+		})
+		rows = append(rows, got...)
+		if err != nil {
+			return rows, err
+		}
+	}
 	if o.phases["big"] {
 		slot, _, err := p.createSlot(ctx)
 		if err != nil {
