@@ -10,16 +10,23 @@
 #      relay's checkpoint,
 #   6. stops the relay with SIGTERM and cleans everything up.
 #
-#   scripts/demo.sh              MariaDB binlog
-#   scripts/demo.sh --postgres   PostgreSQL logical replication (pgoutput)
+#   scripts/demo.sh                  MariaDB binlog
+#   scripts/demo.sh --postgres       PostgreSQL logical replication (pgoutput)
+#   scripts/demo.sh --exactly-once   (with either) records and the position in
+#                                    one Kafka transaction; the consumer reads
+#                                    with isolation.level=read_committed
 set -euo pipefail
 
 db=mariadb
-case "${1:-}" in
---postgres) db=postgres ;;
-"" | --mariadb) ;;
-*) echo "usage: scripts/demo.sh [--postgres]" >&2; exit 2 ;;
-esac
+eos=""
+for arg in "$@"; do
+	case "$arg" in
+	--postgres) db=postgres ;;
+	--mariadb) ;;
+	--exactly-once) eos=1 ;;
+	*) echo "usage: scripts/demo.sh [--postgres] [--exactly-once]" >&2; exit 2 ;;
+	esac
+done
 
 cd "$(dirname "$0")/.."
 
@@ -199,14 +206,25 @@ SQL
     message_prefixes: [outbox]"
 fi
 
+if [[ -n $eos ]]; then
+	# Exactly-once: the position lives in Kafka (no file), committed in
+	# the same Kafka transaction as the records it covers.
+	store_yaml="checkpoint:
+  type: kafka
+relay:
+  name: demo
+  delivery: exactly-once"
+else
+	store_yaml="checkpoint:
+  file:
+    path: $work/checkpoint.json"
+fi
 cat >"$work/relay.yaml" <<YAML
 source:
 $source_yaml
 kafka:
   brokers: [$broker]
-checkpoint:
-  file:
-    path: $work/checkpoint.json
+$store_yaml
 log:
   format: console
 YAML
@@ -225,7 +243,7 @@ write_orders
 expected=4
 [[ $db == postgres ]] && expected=5
 
-log "records in Kafka (devkafka consume --topics 'outbox\\.event\\..*')"
+log "records in Kafka (devkafka consume --topics 'outbox\\.event\\..*', isolation.level=read_committed)"
 cat <<'LEGEND'
 Each record: topic=outbox.event.<aggregatetype> partition=<from the key: murmur2, as Java's client> offset=<in the partition>
   key=<aggregateid> headers={id=<event id>, type=<event type>, outboxrelay-position=<log position of its
@@ -233,8 +251,19 @@ Each record: topic=outbox.event.<aggregatetype> partition=<from the key: murmur2
 LEGEND
 "$work/bin/devkafka" consume --brokers "$broker" --topics '^outbox\.event\..*' --idle 3s --max "$expected" | explain
 echo "  (not here: the rolled-back order — never committed, so never in the log)"
+if [[ -n $eos ]]; then
+	echo "  exactly-once: these records became visible when the relay committed its Kafka transaction" \
+		"(every relay.commit_interval, 100ms) together with its position; a read_uncommitted consumer" \
+		"would also see records of transactions a crashed relay left open, which the next one aborts."
+	log "the relay's position record (devkafka consume --topics 'outboxrelay\\.positions')"
+	"$work/bin/devkafka" consume --brokers "$broker" --topics '^outboxrelay\.positions$' --idle 2s >&2 || true
+fi
 
-log "stopping the relay with SIGTERM (drains, writes the final checkpoint, exits 0)"
+if [[ -n $eos ]]; then
+	log "stopping the relay with SIGTERM (commits what it sent with its position, exits 0)"
+else
+	log "stopping the relay with SIGTERM (drains, writes the final checkpoint, exits 0)"
+fi
 kill -TERM "$relay_pid"
 status=0
 wait "$relay_pid" || status=$?
