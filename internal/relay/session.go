@@ -126,6 +126,8 @@ func (s *session) start(ctx context.Context) (string, error) {
 		}
 		r.log.Info().Str("position", from).Msg("no checkpoint yet: stored the start position")
 		return from, nil
+	case errors.Is(err, checkpoint.ErrUnavailable) && !isPermanent(err):
+		return "", err // the store is out of reach (Kafka down): an outage, waited out
 	}
 	return "", retry.Stop(err)
 }
