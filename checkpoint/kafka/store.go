@@ -127,6 +127,12 @@ func (s *Store) Load(ctx context.Context) (checkpoint.Checkpoint, error) {
 	return s.load(ctx, true)
 }
 
+// Peek is Load without creating a missing topic (ErrNotFound then), for
+// commands that change nothing (`outboxrelay checkpoint show`).
+func (s *Store) Peek(ctx context.Context) (checkpoint.Checkpoint, error) {
+	return s.load(ctx, false)
+}
+
 // load reads the position; create says whether a missing topic is
 // created (else: ErrNotFound).
 func (s *Store) load(ctx context.Context, create bool) (checkpoint.Checkpoint, error) {
