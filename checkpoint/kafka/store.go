@@ -26,6 +26,9 @@ type Options struct {
 	// epoch, the relay's next write fails and it stops — which is what
 	// `checkpoint set` and `checkpoint import` need: the relay cannot
 	// overwrite the new position with the one it was about to commit.
+	// A running exactly-once relay must therefore never Save itself (it
+	// would fence its own producer): it commits Record's record in its
+	// own transaction instead.
 	Transactional bool
 }
 
@@ -294,7 +297,7 @@ func (s *Store) saveInTransaction(ctx context.Context, msg *sarama.ProducerMessa
 	if err := p.p.CommitTxn(); err != nil {
 		return fail("commit", err)
 	}
-	s.log.Info().Str("transactional_id", id).Msg("checkpoint committed in a transaction of the relay's transactional id: a running exactly-once relay of this name was fenced and stops")
+	s.log.Info().Str("transactional_id", id).Msg("checkpoint committed in a transaction of the relay's transactional id: an exactly-once relay of this name running now is fenced and stops")
 	return nil
 }
 
