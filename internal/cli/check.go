@@ -108,7 +108,11 @@ func kafkaCheckpointCheck(ctx context.Context, cfg *config.Config, src source.So
 		return []preflight.Check{preflight.Fail(name, err.Error(), "correct checkpoint.kafka and relay.name")}, "", time.Time{}
 	}
 	defer store.Close()
-	checks, cp, ok := store.(kafkaStore).Preflight(ctx, src.StartNote())
+	ks, isKafka := store.(kafkaStore)
+	if !isKafka {
+		return []preflight.Check{preflight.Fail(name, "checkpoint.type kafka built another store", "report this bug")}, "", time.Time{}
+	}
+	checks, cp, ok := ks.Preflight(ctx, src.StartNote())
 	if !ok {
 		return checks, "", time.Time{}
 	}
