@@ -2,8 +2,9 @@
 // decides when that may move: only to the low watermark of broker
 // acknowledgements, and only at transaction boundaries (Tracker).
 //
-// Stores live in subpackages (checkpoint/file). This package must not know
-// how positions are parsed: it keeps their text form and the source kind.
+// Stores live in subpackages (checkpoint/file, checkpoint/kafka,
+// checkpoint/mem). This package must not know how positions are parsed:
+// it keeps their text form and the source kind.
 package checkpoint
 
 import (
@@ -14,6 +15,12 @@ import (
 
 // ErrNotFound is returned by Store.Load when nothing was saved yet.
 var ErrNotFound = errors.New("no checkpoint stored")
+
+// ErrUnavailable matches (errors.Is) a Load that failed because the store
+// could not be reached — a Kafka broker down or moving its leadership —
+// as opposed to a store that answered with something unusable. The relay
+// retries the first with backoff and stops on the second.
+var ErrUnavailable = errors.New("checkpoint store unavailable")
 
 // Checkpoint is the durable position of one relay.
 type Checkpoint struct {

@@ -13,8 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/outboxrelay/outboxrelay/checkpoint"
-	"github.com/outboxrelay/outboxrelay/checkpoint/file"
 	"github.com/outboxrelay/outboxrelay/internal/config"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/preflight"
@@ -71,13 +72,13 @@ func Preflight(ctx context.Context, cfg *config.Config, path string) []preflight
 		return []preflight.Check{preflight.Fail("config", err.Error(), "correct source.type")}
 	}
 	checks := []preflight.Check{preflight.Pass("config", "%s is valid: %s source, outbox tables %s", orDash(path), cfg.Source.Type, strings.Join(cfg.Source.OutboxTables(), ", "))}
-	cpCheck, pos, saved := checkpointCheck(ctx, cfg, src)
-	checks = append(checks, cpCheck)
+	cpChecks, pos, saved := checkpointCheck(ctx, cfg, src)
+	checks = append(checks, cpChecks...)
 	o := source.PreflightOptions{}
 	if mapper, err := outbox.New(cfg.Outbox); err == nil {
 		o.CheckTable = mapper.CheckTable
 	}
-	if store, err := file.New(cfg.Checkpoint.File); err == nil {
+	if store, err := newStore(cfg, zerolog.Nop()); err == nil {
 		o.RelayPID = store.Holder()
 		store.Close()
 	}
@@ -86,10 +87,46 @@ func Preflight(ctx context.Context, cfg *config.Config, path string) []preflight
 	return checks
 }
 
-// checkpointCheck checks that the checkpoint's directory is writable and
-// what the stored checkpoint says; it returns the position the relay would
+// checkpointCheck checks that the checkpoint's store is usable — the file's
+// directory writable, or the Kafka positions topic readable — and what
+// the stored checkpoint says; it returns the position the relay would
 // resume from ("" if none) and when it was written.
-func checkpointCheck(ctx context.Context, cfg *config.Config, src source.Source) (preflight.Check, string, time.Time) {
+func checkpointCheck(ctx context.Context, cfg *config.Config, src source.Source) ([]preflight.Check, string, time.Time) {
+	if cfg.Checkpoint.Type == "kafka" {
+		return kafkaCheckpointCheck(ctx, cfg, src)
+	}
+	c, pos, saved := fileCheckpointCheck(ctx, cfg, src)
+	return []preflight.Check{c}, pos, saved
+}
+
+// kafkaCheckpointCheck is the Kafka store's Preflight (it writes nothing
+// and never fences a running relay), and the source of what it holds.
+func kafkaCheckpointCheck(ctx context.Context, cfg *config.Config, src source.Source) ([]preflight.Check, string, time.Time) {
+	const name = "checkpoint"
+	store, err := newStore(cfg, zerolog.Nop())
+	if err != nil {
+		return []preflight.Check{preflight.Fail(name, err.Error(), "correct checkpoint.kafka and relay.name")}, "", time.Time{}
+	}
+	defer store.Close()
+	ks, isKafka := store.(kafkaStore)
+	if !isKafka {
+		return []preflight.Check{preflight.Fail(name, "checkpoint.type kafka built another store", "report this bug")}, "", time.Time{}
+	}
+	checks, cp, ok := ks.Preflight(ctx, src.StartNote())
+	if !ok {
+		return checks, "", time.Time{}
+	}
+	if cp.Source != cfg.Source.Type {
+		checks[0] = preflight.Fail(name, fmt.Sprintf("%s holds a %s position (%s) but source.type is %s", store.Where(), cp.Source, cp.Position, cfg.Source.Type),
+			"give this relay its own relay.name (each source needs its own position)")
+		return checks, "", time.Time{}
+	}
+	return checks, cp.Position, cp.UpdatedAt
+}
+
+// fileCheckpointCheck checks that the checkpoint file's directory is
+// writable and what the file says.
+func fileCheckpointCheck(ctx context.Context, cfg *config.Config, src source.Source) (preflight.Check, string, time.Time) {
 	const name = "checkpoint"
 	p := cfg.Checkpoint.File.Path
 	dir := filepath.Dir(p)
@@ -101,10 +138,11 @@ func checkpointCheck(ctx context.Context, cfg *config.Config, src source.Source)
 		return preflight.Fail(name, fmt.Sprintf("the relay's user cannot write to %s (%v)", dir, err),
 			fmt.Sprintf("chown the directory to the relay's user (the container image runs as uid 65532), or set checkpoint.file.path elsewhere")), "", time.Time{}
 	}
-	store, err := file.New(cfg.Checkpoint.File)
+	store, err := newStore(cfg, zerolog.Nop())
 	if err != nil {
 		return preflight.Fail(name, err.Error(), "set checkpoint.file.path"), "", time.Time{}
 	}
+	defer store.Close()
 	cp, err := store.Load(ctx)
 	switch {
 	case errors.Is(err, checkpoint.ErrNotFound):

@@ -16,7 +16,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/outboxrelay/outboxrelay/checkpoint/file"
 	"github.com/outboxrelay/outboxrelay/internal/config"
 	"github.com/outboxrelay/outboxrelay/internal/relay"
 	"github.com/outboxrelay/outboxrelay/sink"
@@ -55,6 +54,8 @@ func Main(ctx context.Context, args []string, environ []string, stdout, stderr i
 			return cmdCheckpointShow(ctx, args[2:], environ, stdout, stderr)
 		case len(args) >= 2 && args[1] == "set":
 			return cmdCheckpointSet(ctx, args[2:], environ, stdout, stderr)
+		case len(args) >= 2 && args[1] == "import":
+			return cmdCheckpointImport(ctx, args[2:], environ, stdout, stderr)
 		case len(args) >= 2 && isHelp(args[1]):
 			fmt.Fprint(stdout, checkpointUsage)
 			return ExitOK
@@ -81,7 +82,8 @@ func Main(ctx context.Context, args []string, environ []string, stdout, stderr i
 
 const checkpointUsage = `usage: outboxrelay checkpoint show --config FILE [--json]
        outboxrelay checkpoint set --config FILE --to POSITION [--dry-run]
-run 'outboxrelay checkpoint show --help' or 'outboxrelay checkpoint set --help' for details
+       outboxrelay checkpoint import --config FILE --file PATH [--dry-run] [--force]
+run 'outboxrelay checkpoint show --help' (or set, import) for details
 `
 
 func isHelp(arg string) bool {
@@ -276,7 +278,7 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 
 // Build wires the components named by cfg (see NewService; the metrics
 // endpoint is served only by Service.Run).
-func Build(cfg *config.Config, log zerolog.Logger) (*relay.Relay, *file.Store, error) {
+func Build(cfg *config.Config, log zerolog.Logger) (*relay.Relay, Store, error) {
 	s, err := NewService(cfg, log)
 	if err != nil {
 		return nil, nil, err

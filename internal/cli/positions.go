@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/checkpoint/file"
 	"github.com/outboxrelay/outboxrelay/checkpoint/mem"
@@ -34,11 +36,18 @@ func tools(cfg *config.Config, stderr io.Writer) source.Source {
 // showOutput is `checkpoint show --json`.
 type showOutput struct {
 	checkpoint.Checkpoint
+	Store         string   `json:"store"`
 	AgeSeconds    float64  `json:"age_seconds"`
 	ServerCurrent string   `json:"server_position,omitempty"`
 	BehindBytes   *int64   `json:"behind_bytes,omitempty"`
 	Notes         []string `json:"notes,omitempty"`
 	ServerError   string   `json:"server_error,omitempty"`
+}
+
+// commandStore is the configured store for a command: it logs only
+// warnings, on stderr, beside the command's own output.
+func commandStore(cfg *config.Config, stderr io.Writer) (Store, error) {
+	return newStore(cfg, newLogger(cfg.Log, stderr).Level(zerolog.WarnLevel))
 }
 
 func cmdCheckpointShow(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
@@ -49,21 +58,22 @@ func cmdCheckpointShow(ctx context.Context, args []string, environ []string, std
 	if cfg == nil {
 		return code
 	}
-	store, err := file.New(cfg.Checkpoint.File)
+	store, err := commandStore(cfg, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "checkpoint show:", err)
 		return ExitUsage
 	}
-	cp, err := store.Load(ctx)
+	defer store.Close()
+	cp, err := peek(ctx, store)
 	if errors.Is(err, checkpoint.ErrNotFound) {
-		fmt.Fprintf(stderr, "no checkpoint stored at %s: the relay will start at %s\n", cfg.Checkpoint.File.Path, tools(cfg, io.Discard).StartNote())
+		fmt.Fprintf(stderr, "no checkpoint stored at %s: the relay will start at %s\n", store.Where(), tools(cfg, io.Discard).StartNote())
 		return ExitFailure
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "checkpoint show:", err)
 		return ExitFailure
 	}
-	out := showOutput{Checkpoint: cp, AgeSeconds: time.Since(cp.UpdatedAt).Seconds()}
+	out := showOutput{Checkpoint: cp, Store: store.Where(), AgeSeconds: time.Since(cp.UpdatedAt).Seconds()}
 	// The server's view is best effort: the stored position is shown even
 	// when the database cannot be reached.
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -83,7 +93,7 @@ func cmdCheckpointShow(ctx context.Context, args []string, environ []string, std
 		_ = enc.Encode(out)
 		return ExitOK
 	}
-	fmt.Fprintf(stdout, "source:   %s\nposition: %s\nupdated:  %s (%s ago)\n", cp.Source, cp.Position, cp.UpdatedAt.Format(time.RFC3339), time.Since(cp.UpdatedAt).Round(time.Second))
+	fmt.Fprintf(stdout, "stored:   %s\nsource:   %s\nposition: %s\nupdated:  %s (%s ago)\n", store.Where(), cp.Source, cp.Position, cp.UpdatedAt.Format(time.RFC3339), time.Since(cp.UpdatedAt).Round(time.Second))
 	if out.ServerError != "" {
 		fmt.Fprintf(stdout, "server:   unreachable: %s\n", out.ServerError)
 		return ExitOK
@@ -97,6 +107,20 @@ func cmdCheckpointShow(ctx context.Context, args []string, environ []string, std
 		fmt.Fprintf(stdout, "note:     %s\n", n)
 	}
 	return ExitOK
+}
+
+// writeNote says what writing a position to the configured store does to
+// a relay running on it. warning is for stderr: the user should act.
+func writeNote(cfg *config.Config) (note, warning string) {
+	if cfg.Checkpoint.Type != "kafka" {
+		return "", ""
+	}
+	if cfg.Relay.Delivery == relay.ExactlyOnce {
+		return fmt.Sprintf("relay.delivery is exactly-once: the position is committed in a transaction of %s, which fences a running exactly-once relay named %s — it stops, and resumes after this position when started again",
+			kafka.TransactionalID(cfg.Relay.Name), cfg.Relay.Name), ""
+	}
+	return "", fmt.Sprintf("warning: the Kafka store has no lock: a relay named %s that is running now overwrites this position at its next checkpoint (relay.checkpoint_interval, %s); stop it first, then run this again",
+		cfg.Relay.Name, cfg.Relay.CheckpointInterval)
 }
 
 func cmdCheckpointSet(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
@@ -113,11 +137,12 @@ func cmdCheckpointSet(ctx context.Context, args []string, environ []string, stdo
 		fmt.Fprintln(stderr, "checkpoint set: --to is required")
 		return ExitUsage
 	}
-	store, err := file.New(cfg.Checkpoint.File)
+	store, err := commandStore(cfg, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "checkpoint set:", err)
 		return ExitUsage
 	}
+	defer store.Close()
 	unlock, err := store.Lock()
 	if err != nil {
 		fmt.Fprintln(stderr, "checkpoint set: refused:", err)
@@ -131,10 +156,21 @@ func cmdCheckpointSet(ctx context.Context, args []string, environ []string, stdo
 		return ExitFailure
 	}
 	old := "(none)"
-	if cp, err := store.Load(ctx); err == nil {
+	switch cp, err := peek(ctx, store); {
+	case err == nil:
 		old = cp.Position
+	case !errors.Is(err, checkpoint.ErrNotFound):
+		fmt.Fprintln(stderr, "checkpoint set:", err)
+		return ExitFailure
 	}
-	fmt.Fprintf(stdout, "checkpoint: %s\n  from: %s\n  to:   %s\n", cfg.Checkpoint.File.Path, old, pos)
+	fmt.Fprintf(stdout, "checkpoint: %s\n  from: %s\n  to:   %s\n", store.Where(), old, pos)
+	note, warning := writeNote(cfg)
+	if note != "" {
+		fmt.Fprintf(stdout, "note: %s\n", note)
+	}
+	if warning != "" {
+		fmt.Fprintln(stderr, warning)
+	}
 	if dryRun {
 		fmt.Fprintln(stdout, "dry run: nothing written")
 		return ExitOK
@@ -144,6 +180,104 @@ func cmdCheckpointSet(ctx context.Context, args []string, environ []string, stdo
 		return ExitFailure
 	}
 	fmt.Fprintln(stdout, "written: the relay resumes right after it on its next start")
+	return ExitOK
+}
+
+// cmdCheckpointImport moves a file checkpoint into the configured Kafka
+// store: the one way from checkpoint.type file to kafka (and so to
+// exactly-once), checked as `checkpoint set` checks a position.
+func cmdCheckpointImport(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
+	var from string
+	var dryRun, force bool
+	cfg, code := loadConfig("checkpoint import", args, environ, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&from, "file", "", "the file checkpoint to import (the old checkpoint.file.path); required")
+		fs.BoolVar(&dryRun, "dry-run", false, "check and show the import without writing it")
+		fs.BoolVar(&force, "force", false, "replace a position the Kafka store already holds for relay.name")
+	})
+	if cfg == nil {
+		return code
+	}
+	if from == "" {
+		usageError(stderr, "checkpoint import", errors.New("--file is required"))
+		return ExitUsage
+	}
+	if cfg.Checkpoint.Type != "kafka" {
+		fmt.Fprintf(stderr, "checkpoint import: the configuration's checkpoint.type is %s: import moves a file checkpoint into the Kafka store, so set checkpoint.type: kafka (with relay.name) in the configuration\n", cfg.Checkpoint.Type)
+		return ExitUsage
+	}
+	src, err := file.New(file.Config{Path: from})
+	if err != nil {
+		fmt.Fprintln(stderr, "checkpoint import: --file:", err)
+		return ExitUsage
+	}
+	cp, err := src.Load(ctx)
+	if err == nil {
+		// A relay still running on the file would move on past the
+		// import: refuse while one holds it, and read it again under
+		// the lock.
+		unlock, lerr := src.Lock()
+		if lerr != nil {
+			fmt.Fprintf(stderr, "checkpoint import: refused: %v\n", lerr)
+			return ExitFailure
+		}
+		defer unlock()
+		cp, err = src.Load(ctx)
+	}
+	if errors.Is(err, checkpoint.ErrNotFound) {
+		fmt.Fprintf(stderr, "checkpoint import: refused: no checkpoint at %s\n", from)
+		return ExitFailure
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "checkpoint import: refused: %v\n", err)
+		return ExitFailure
+	}
+	t := tools(cfg, io.Discard)
+	if cp.Source != t.Kind() {
+		fmt.Fprintf(stderr, "checkpoint import: refused: %s holds a %s position (%s) but source.type is %s: import the checkpoint of this source\n", from, cp.Source, cp.Position, t.Kind())
+		return ExitFailure
+	}
+	pos, err := t.Check(ctx, cp.Position, source.OpenOptions{})
+	if err != nil {
+		fmt.Fprintf(stderr, "checkpoint import: refused: the position in %s: %v\n", from, err)
+		return ExitFailure
+	}
+	store, err := commandStore(cfg, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "checkpoint import:", err)
+		return ExitUsage
+	}
+	defer store.Close()
+	old := "(none)"
+	switch held, err := peek(ctx, store); {
+	case err == nil && !force:
+		fmt.Fprintf(stderr, "checkpoint import: refused: %s already holds position %s (written %s): a relay named %s has run on the Kafka store; add --force to replace it with %s from %s\n",
+			store.Where(), held.Position, held.UpdatedAt.Format(time.RFC3339), cfg.Relay.Name, pos, from)
+		return ExitFailure
+	case err == nil:
+		old = held.Position
+	case !errors.Is(err, checkpoint.ErrNotFound):
+		fmt.Fprintln(stderr, "checkpoint import:", err)
+		return ExitFailure
+	}
+	fmt.Fprintf(stdout, "import: %s\n  into: %s\n  from: %s\n  to:   %s (written %s)\n", from, store.Where(), old, pos, cp.UpdatedAt.Format(time.RFC3339))
+	note, warning := writeNote(cfg)
+	if note != "" {
+		fmt.Fprintf(stdout, "note: %s\n", note)
+	}
+	if warning != "" && old != "(none)" {
+		fmt.Fprintln(stderr, warning)
+	}
+	if dryRun {
+		fmt.Fprintln(stdout, "dry run: nothing written")
+		return ExitOK
+	}
+	// The position keeps the time the relay stored it: it is as old as
+	// the file says.
+	if err := store.Save(ctx, checkpoint.Checkpoint{Source: cp.Source, Position: pos, UpdatedAt: cp.UpdatedAt}); err != nil {
+		fmt.Fprintln(stderr, "checkpoint import:", err)
+		return ExitFailure
+	}
+	fmt.Fprintf(stdout, "imported: a relay with this configuration resumes right after it; %s is left as it was (keep it as a backup until the relay has run)\n", from)
 	return ExitOK
 }
 

@@ -8,7 +8,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
-	"github.com/outboxrelay/outboxrelay/checkpoint/file"
 	"github.com/outboxrelay/outboxrelay/internal/config"
 	"github.com/outboxrelay/outboxrelay/internal/metrics"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
@@ -24,8 +23,8 @@ import (
 // and the relay's Observer).
 type Service struct {
 	Relay *relay.Relay
-	// Store is the checkpoint file (Lock it before Run; Close it after).
-	Store *file.Store
+	// Store is the checkpoint store (Lock it before Run; Close it after).
+	Store Store
 	// Metrics is nil when metrics.listen is "".
 	Metrics *metrics.Metrics
 
@@ -40,7 +39,7 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := file.New(cfg.Checkpoint.File)
+	store, err := newStore(cfg, log)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ Usage:
   outboxrelay check --config FILE [--json]
   outboxrelay checkpoint show --config FILE [--json]
   outboxrelay checkpoint set --config FILE --to POSITION [--dry-run]
+  outboxrelay checkpoint import --config FILE --file PATH [--dry-run] [--force]
   outboxrelay replay --config FILE --from POSITION [--to POSITION] [--topic-override TOPIC] [--server-id ID]
   outboxrelay version
 
@@ -54,12 +55,28 @@ far behind the server's position it is.
 `,
 	"checkpoint set": `usage: outboxrelay checkpoint set --config FILE --to POSITION [--dry-run]
 
-Moves the checkpoint after checking the position against the server;
-refused while a relay runs on the same checkpoint.
+Moves the checkpoint after checking the position against the server.
+File store: refused while a relay runs on the same checkpoint. Kafka
+store: with relay.delivery exactly-once it fences a running relay of
+relay.name (it stops); with at-least-once stop the relay first, or it
+overwrites the new position.
 
   --config FILE        the YAML configuration (required)
   --to POSITION        the new position (required): MySQL FILE:OFFSET[@GTIDSET] or @GTIDSET; Postgres LSN X/Y
   --dry-run            check and show the change without writing it
+`,
+	"checkpoint import": `usage: outboxrelay checkpoint import --config FILE --file PATH [--dry-run] [--force]
+
+Moves a file checkpoint into the Kafka store the configuration names
+(checkpoint.type kafka, relay.name), after checking its source kind and
+position against the server as checkpoint set does; refused while a relay
+runs on the file, and when the Kafka store already holds a position for
+relay.name unless --force. The file is left as it was.
+
+  --config FILE        the YAML configuration with checkpoint.type kafka (required)
+  --file PATH          the file checkpoint to import: the old checkpoint.file.path (required)
+  --dry-run            check and show the import without writing it
+  --force              replace the position the Kafka store holds for relay.name
 `,
 	"replay": `usage: outboxrelay replay --config FILE --from POSITION [--to POSITION] [--topic-override TOPIC] [--server-id ID]
 

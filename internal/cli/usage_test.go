@@ -20,7 +20,7 @@ func TestHelpForEveryCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, cmd := range []string{"run", "check", "checkpoint show", "checkpoint set", "replay", "version"} {
+	for _, cmd := range []string{"run", "check", "checkpoint show", "checkpoint set", "checkpoint import", "replay", "version"} {
 		for _, flag := range []string{"--help", "-h"} {
 			args := append(strings.Fields(cmd), flag)
 			var out, errb bytes.Buffer
@@ -53,7 +53,7 @@ func TestHelpForEveryCommand(t *testing.T) {
 		t.Error("replay --help lacks --server-id")
 	}
 	out.Reset()
-	if code := Main(context.Background(), []string{"checkpoint", "--help"}, nil, &out, &errb); code != ExitOK || !strings.Contains(out.String(), "checkpoint set") {
+	if code := Main(context.Background(), []string{"checkpoint", "--help"}, nil, &out, &errb); code != ExitOK || !strings.Contains(out.String(), "checkpoint set") || !strings.Contains(out.String(), "checkpoint import --config FILE --file PATH") {
 		t.Errorf("checkpoint --help: exit %d, %q", code, out.String())
 	}
 }

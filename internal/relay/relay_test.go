@@ -221,3 +221,60 @@ func TestCheckpointInsideTransaction(t *testing.T) {
 	snk.AckFirst(18, nil)
 	waitFor("e1") // every row acknowledged: the transaction's end
 }
+
+// flakyStore fails its first loads with err.
+type flakyStore struct {
+	*mem.Store
+	err   error
+	fails int
+	loads int
+}
+
+func (s *flakyStore) Load(ctx context.Context) (checkpoint.Checkpoint, error) {
+	s.loads++
+	if s.loads <= s.fails {
+		return checkpoint.Checkpoint{}, s.err
+	}
+	return s.Store.Load(ctx)
+}
+
+// TestUnavailableStoreIsRetried: a store out of reach at Load (Kafka
+// down: checkpoint.ErrUnavailable) is an outage the relay waits out; any
+// other Load failure (a corrupt checkpoint) stops it.
+func TestUnavailableStoreIsRetried(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name  string
+		err   error
+		stops bool
+	}{
+		{"unavailable", fmt.Errorf("%w: dial tcp: connection refused", checkpoint.ErrUnavailable), false},
+		{"corrupt", errors.New("checkpoint is corrupt"), true},
+	} {
+		store := &flakyStore{Store: mem.At(checkpointAt("0/10")), err: tt.err, fails: 2}
+		tx := &source.Tx{ID: "t", Rows: []source.Row{row(1)}, End: pos("0/20")}
+		src := &sourcetest.Source{New: func() source.Reader { return &sourcetest.Reader{Txs: []*source.Tx{tx}} }}
+		r := New(Config{CheckpointInterval: 5 * time.Millisecond, Retry: retry.Policy{Initial: time.Millisecond, Max: 5 * time.Millisecond}},
+			src, (&sinktest.Sink{}).Factory, store, testMapper(t), zerolog.New(zerolog.NewTestWriter(t)))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		if !tt.stops {
+			for cp, _ := store.Store.Load(ctx); cp.Position != "0/20" && ctx.Err() == nil; cp, _ = store.Store.Load(ctx) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel()
+		}
+		err := <-done
+		cancel()
+		switch {
+		case tt.stops && (err == nil || !strings.Contains(err.Error(), "corrupt") || store.loads != 1):
+			t.Errorf("%s: Run = %v after %d loads; want it to stop at the first", tt.name, err, store.loads)
+		case !tt.stops && (err != nil || store.loads < 3):
+			t.Errorf("%s: Run = %v after %d loads; want it to retry and relay", tt.name, err, store.loads)
+		}
+		if cp, _ := store.Store.Load(context.Background()); !tt.stops && cp.Position != "0/20" {
+			t.Errorf("%s: checkpoint %s, want 0/20 after the retries", tt.name, cp.Position)
+		}
+	}
+}

@@ -210,8 +210,10 @@ func (s *session) start(ctx context.Context, tx sink.Sink) (string, error) {
 		}
 		r.log.Info().Str("position", from).Msg("no checkpoint yet: stored the start position")
 		return from, nil
+	case errors.Is(err, checkpoint.ErrUnavailable) && !isPermanent(err):
+		return "", err // the store is out of reach (Kafka down): an outage, waited out
 	}
-	return "", fmt.Errorf("load the checkpoint: %w", err) // permanent when the store says so
+	return "", retry.Stop(fmt.Errorf("load the checkpoint: %w", err))
 }
 
 // store saves cp: in the store, or, under exactly-once, as a Kafka
