@@ -54,6 +54,7 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 		// The producer's epoch fences every older instance of this relay.
 		kcfg.TransactionalID = kafka.TransactionalID(rcfg.Name)
 		rcfg.TransactionTimeout = kcfg.TransactionTimeout
+		rcfg.PositionRecord = positionRecord(store)
 	}
 	klog := log.With().Str("component", "sink.kafka").Logger()
 	newSink := relay.SinkFactory(func(context.Context) (sink.Sink, error) { return kafka.New(kcfg, klog) })

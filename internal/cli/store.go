@@ -11,6 +11,7 @@ import (
 	ckafka "github.com/outboxrelay/outboxrelay/checkpoint/kafka"
 	"github.com/outboxrelay/outboxrelay/internal/config"
 	"github.com/outboxrelay/outboxrelay/internal/relay"
+	"github.com/outboxrelay/outboxrelay/sink"
 )
 
 // Store is a checkpoint store as the commands use it: the relay's
@@ -73,4 +74,14 @@ func peek(ctx context.Context, s Store) (checkpoint.Checkpoint, error) {
 		return k.Peek(ctx)
 	}
 	return s.Load(ctx)
+}
+
+// positionRecord is how an exactly-once relay writes its position into its
+// own Kafka transactions: the Kafka store's record (nil for other stores,
+// which exactly-once refuses).
+func positionRecord(s Store) func(checkpoint.Checkpoint) (sink.Record, error) {
+	if k, ok := s.(kafkaStore); ok {
+		return k.Record
+	}
+	return nil
 }

@@ -16,11 +16,14 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/rs/zerolog"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/checkpoint/file"
+	ckafka "github.com/outboxrelay/outboxrelay/checkpoint/kafka"
 	"github.com/outboxrelay/outboxrelay/internal/devbroker"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
+	"github.com/outboxrelay/outboxrelay/sink/kafka"
 )
 
 // The crash harness runs the real outboxrelay binary (built with the
@@ -50,7 +53,13 @@ type crashTarget struct {
 	// scope starts the grammar workload's XA transaction ids (the test's
 	// database: they are global on the server).
 	scope string
+	// eos runs the relay with relay.delivery exactly-once and its
+	// position in Kafka: then not even a duplicate is allowed.
+	eos bool
 }
+
+// crashName is the relay.name of the harness's exactly-once relays.
+const crashName = "crash"
 
 // crashCycles is 50 by default; RELAYTEST_CRASH_CYCLES=200 for a long run.
 func crashCycles(t testing.TB) int {
@@ -98,14 +107,14 @@ type child struct {
 	log  string
 }
 
-func startChild(t testing.TB, bin, cfgPath, failpoints, logPath string) *child {
+func startChild(t testing.TB, bin, cfgPath, failpoints, logPath string, env ...string) *child {
 	t.Helper()
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "run", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "RELAY_FAILPOINTS="+failpoints)
+	cmd.Env = append(append(os.Environ(), "RELAY_FAILPOINTS="+failpoints), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -154,6 +163,12 @@ func endOffsets(t testing.TB, broker string) map[topicPartition]int64 {
 func readCheckpoint(t testing.TB, path string) string {
 	t.Helper()
 	s, _ := file.New(file.Config{Path: path})
+	return loadPosition(t, s)
+}
+
+// loadPosition is the position s holds ("" if none).
+func loadPosition(t testing.TB, s checkpoint.Store) string {
+	t.Helper()
 	cp, err := s.Load(context.Background())
 	if errors.Is(err, checkpoint.ErrNotFound) {
 		return ""
@@ -162,6 +177,24 @@ func readCheckpoint(t testing.TB, path string) string {
 		t.Fatal(err)
 	}
 	return cp.Position
+}
+
+// exactlyOnceEnv turns a test relay's configuration into an exactly-once
+// one with its position in Kafka (the environment overrides the file).
+func exactlyOnceEnv(name string) []string {
+	return []string{"OUTBOXRELAY_RELAY_NAME=" + name, "OUTBOXRELAY_RELAY_DELIVERY=exactly-once", "OUTBOXRELAY_CHECKPOINT_TYPE=kafka"}
+}
+
+// kafkaPositions reads the position of relay name from the Kafka store,
+// read_committed, as a starting relay does.
+func kafkaPositions(t testing.TB, broker, name string) checkpoint.Store {
+	t.Helper()
+	s, err := ckafka.New(ckafka.Config{Topic: ckafka.DefaultTopic}, name, kafka.Config{Brokers: []string{broker}}, ckafka.Options{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
 
 // bigTxn is one transaction of n rows (multi-row INSERTs) over its own
@@ -188,6 +221,7 @@ func bigTxn(prefix string, n, aggregates int) txn {
 
 type crashReport struct {
 	kills, records, distinct, lost, unexpected, duplicates, orderViolations, staleDuplicates, killsInsideBig int
+	final                                                                                                    string // the position stored after the final clean run
 }
 
 func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
@@ -211,13 +245,20 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 	if err := os.WriteFile(cfgPath, []byte(tg.yaml(broker.Addr(), cpPath)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	var env []string
+	readCheckpoint := func(t testing.TB, path string) string { return readCheckpoint(t, path) }
+	if tg.eos {
+		env = exactlyOnceEnv(crashName)
+		store := kafkaPositions(t, broker.Addr(), crashName)
+		readCheckpoint = func(t testing.TB, _ string) string { return loadPosition(t, store) }
+	}
 
 	if tg.prepare != nil {
 		tg.prepare(t)
 	}
 	// The first start resolves the configured start (current) and stores
 	// it before anything is written: every later run resumes from there.
-	first := startChild(t, bin, cfgPath, "", filepath.Join(dir, "relay-first.log"))
+	first := startChild(t, bin, cfgPath, "", filepath.Join(dir, "relay-first.log"), env...)
 	for deadline := time.Now().Add(time.Minute); readCheckpoint(t, cpPath) == ""; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(first.log)
@@ -261,6 +302,11 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	modes := []string{"", "produce-before-ack=0.005", "ack-before-checkpoint=0.3", "after-checkpoint=0.3"}
+	if tg.eos {
+		// Between produce and commit, with the EndTxn on its way (during
+		// the commit), and right after it.
+		modes = []string{"", "produce-before-ack=0.005", "before-commit=0.3", "endtxn-sent=0.3", "after-commit=0.3"}
+	}
 	var kills []kill
 	bigKills := []string{"produce-before-ack@20000", "produce-before-ack@40000"}
 	bigArmed := false
@@ -283,7 +329,7 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 			mode, bigKills = bigKills[0], bigKills[1:]
 			wait, insideBig = time.Minute, true
 		}
-		c := startChild(t, bin, cfgPath, mode, filepath.Join(dir, fmt.Sprintf("relay-%03d.log", i)))
+		c := startChild(t, bin, cfgPath, mode, filepath.Join(dir, fmt.Sprintf("relay-%03d.log", i)), env...)
 		if insideBig && len(bigKills) == 1 {
 			close(bigGo) // the first armed run is up: write the big transaction
 		}
@@ -314,7 +360,7 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 	// Final clean run: until the checkpoint reaches the end of the writes,
 	// then SIGTERM, which must exit 0.
 	end := tg.serverPosition(t)
-	c := startChild(t, bin, cfgPath, "", filepath.Join(dir, "relay-final.log"))
+	c := startChild(t, bin, cfgPath, "", filepath.Join(dir, "relay-final.log"), env...)
 	deadline := time.Now().Add(3 * time.Minute)
 	// Signals are handled once it has logged that it is starting.
 	for b, _ := os.ReadFile(c.log); !strings.Contains(string(b), "outboxrelay starting"); b, _ = os.ReadFile(c.log) {
@@ -354,14 +400,22 @@ func runCrashHarness(t *testing.T, tg crashTarget) crashReport {
 		t.Fatal(err)
 	}
 	rep := analyzeCrash(t, recs, want, kills, bigIDs, tg.compare)
+	rep.final = readCheckpoint(t, cpPath)
 	// Kafka shows a kill inside the big transaction when some but not all
 	// of its records reached it before the kill; the failpoint's own log
 	// shows it even when none had (a loaded machine).
 	rep.killsInsideBig = max(rep.killsInsideBig, firedInsideBig)
-	t.Logf("crash harness: %d kills, %d records, %d distinct, lost %d, unexpected %d, duplicates %d, per-key order violations %d, duplicates from before the restart checkpoint %d, kills inside the 50,000-row transaction %d",
-		rep.kills, rep.records, rep.distinct, rep.lost, rep.unexpected, rep.duplicates, rep.orderViolations, rep.staleDuplicates, rep.killsInsideBig)
+	mode := "at-least-once"
+	if tg.eos {
+		mode = "exactly-once"
+	}
+	t.Logf("crash harness (%s): %d kills, %d records, %d distinct, lost %d, unexpected %d, duplicates %d, per-key order violations %d, duplicates from before the restart checkpoint %d, kills inside the 50,000-row transaction %d",
+		mode, rep.kills, rep.records, rep.distinct, rep.lost, rep.unexpected, rep.duplicates, rep.orderViolations, rep.staleDuplicates, rep.killsInsideBig)
 	if rep.lost != 0 || rep.unexpected != 0 || rep.orderViolations != 0 || rep.staleDuplicates != 0 {
 		t.Errorf("crash harness found lost %d, unexpected %d, order violations %d, stale duplicates %d; want 0 of each", rep.lost, rep.unexpected, rep.orderViolations, rep.staleDuplicates)
+	}
+	if tg.eos && rep.duplicates != 0 {
+		t.Errorf("exactly-once: %d duplicates visible to a read_committed consumer, want 0", rep.duplicates)
 	}
 	if rep.kills != cycles {
 		t.Errorf("%d kills, want %d", rep.kills, cycles)
@@ -425,8 +479,13 @@ func analyzeCrash(t *testing.T, recs []devbroker.Record, want []event, kills []k
 			// A duplicate must come from a run that restarted at a
 			// checkpoint at or before its transaction.
 			if run > 0 && kills[run-1].checkpoint != "" {
+				// Covered by the checkpoint: its transaction ends before
+				// it, or the checkpoint points inside its transaction
+				// past its index ("+N": N rows delivered).
 				pos, _ := r.Header(outbox.HeaderPosition)
-				if c, err := compare(pos, kills[run-1].checkpoint); err != nil || c < 0 {
+				idx, _ := r.Header(outbox.HeaderIndex)
+				i, _ := strconv.Atoi(idx)
+				if c, err := compare(pos+"+"+strconv.Itoa(i+1), kills[run-1].checkpoint); err != nil || c <= 0 {
 					rep.staleDuplicates++
 					if report++; report <= 10 {
 						t.Errorf("duplicate %s at %s re-sent by run %d, which restarted at checkpoint %s", id, pos, run, kills[run-1].checkpoint)

@@ -111,7 +111,14 @@ func checkSlotBehindCheckpoint(t *testing.T, db *testdb.PostgresDB, cpPath strin
 	if cp.Source != "postgres" {
 		t.Fatalf("checkpoint source %q", cp.Source)
 	}
-	pos := lsn(t, cp.Position)
+	return checkSlotBehind(t, db, cp.Position)
+}
+
+// checkSlotBehind checks that the slot never confirmed past the stored
+// position.
+func checkSlotBehind(t *testing.T, db *testdb.PostgresDB, stored string) postgres.Position {
+	t.Helper()
+	pos := lsn(t, stored)
 	if flush := lsn(t, db.SlotFlush(t)); flush.Compare(pos) > 0 {
 		t.Fatalf("slot confirmed_flush_lsn %s is beyond the checkpoint %s", flush, pos)
 	}
