@@ -106,6 +106,8 @@ func runZombie(t *testing.T, tg zombieTarget) {
 		if !errors.As(err, &exit) || exit.ExitCode() != 3 || !strings.Contains(string(log), "fenced") {
 			t.Fatalf("the resumed zombie exited with %v, want exit code 3 (fenced); log:\n%s", err, log)
 		}
+		lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+		t.Logf("the resumed zombie exited 3: %s", lines[len(lines)-1])
 	case <-time.After(60 * time.Second):
 		log, _ := os.ReadFile(a.log)
 		t.Fatalf("the resumed zombie did not stop within 60s; log:\n%s", log)

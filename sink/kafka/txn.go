@@ -158,6 +158,11 @@ func (k *Producer) describeTxn(sc *sarama.Config) (sarama.TransactionState, erro
 	c.Producer.Transaction.ID = "" // a plain admin client
 	c.Producer.Idempotent = false
 	c.Net.Proxy.Enable = false // not through the gate
+	if !c.Version.IsAtLeast(sarama.V3_0_0_0) {
+		// DescribeTransactions came with Kafka 3.0; an older broker
+		// refuses it, and the fence is then only seen on the next write.
+		c.Version = sarama.V3_0_0_0
+	}
 	admin, err := sarama.NewClusterAdmin(k.cfg.Brokers, &c)
 	if err != nil {
 		return sarama.TransactionState{}, err

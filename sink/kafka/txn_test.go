@@ -166,3 +166,23 @@ func TestTransactionalAbortFindsFence(t *testing.T) {
 		t.Fatalf("%d aborted records visible", len(got))
 	}
 }
+
+// TestTransactionalAbortFindsFenceWithNothingOpen: the same with nothing
+// sent since the last commit (no EndTxn goes out then): the coordinator's
+// view of the transactional id shows the newer producer.
+func TestTransactionalAbortFindsFenceWithNothingOpen(t *testing.T) {
+	t.Parallel()
+	b := txnBroker(t)
+	tx := func(c *Config) { c.TransactionalID = "outboxrelay-t5" }
+	old := testProducer(t, b, tx)
+	defer old.Close()
+	sendN(t, old, "t", 0, 5)
+	if err := old.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fresh := testProducer(t, b, tx)
+	defer fresh.Close()
+	if err := old.Abort(); !errors.Is(err, sink.ErrFenced) {
+		t.Fatalf("Abort of a fenced producer with nothing open: %v; want sink.ErrFenced", err)
+	}
+}
