@@ -256,7 +256,7 @@ func pgSlot(cfg *Config, f *pgFacts, slot slotInfo, exists bool, readErr error, 
 		switch {
 		case pos != "":
 			return preflight.Fail(name, fmt.Sprintf("replication slot %s does not exist, but the checkpoint is at %s: the transactions after it can no longer be read", cfg.Slot, pos),
-				"see docs/operations.md, \"Slot lost\": recover the events if you can, then delete the checkpoint file so the relay starts at a new slot")
+				"see docs/operations.md, \"Slot lost\": recover the events if you can, create the slot again and move the position to it with outboxrelay checkpoint set")
 		case cfg.Create == CreateNever:
 			return preflight.Fail(name, fmt.Sprintf("replication slot %s does not exist and source.postgres.create is never", cfg.Slot),
 				fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", cfg.Slot))

@@ -147,7 +147,7 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 		}
 	} else {
 		if from != "" {
-			return nil, source.PositionLost(from, "replication slot %q does not exist, but the checkpoint is at %s: the transactions after it can no longer be read (the slot was dropped, or the relay points at another server). The relay will not skip ahead on its own: if losing them is acceptable, delete the checkpoint file so the relay starts at a new slot", cfg.Slot, from)
+			return nil, source.PositionLost(from, "replication slot %q does not exist, but the checkpoint is at %s: the transactions after it can no longer be read (the slot was dropped, or the relay points at another server). The relay will not skip ahead on its own: if losing them is acceptable, create the slot again and move the position to it (docs/operations.md, \"Slot lost\"; with the file store, deleting the checkpoint file also makes the relay start at a new slot)", cfg.Slot, from)
 		}
 		if cfg.Create == CreateNever {
 			return nil, source.Permanent(fmt.Errorf("replication slot %q does not exist and source.postgres.create is never: create it with\n  SELECT pg_create_logical_replication_slot('%s', 'pgoutput');", cfg.Slot, cfg.Slot))

@@ -263,7 +263,7 @@ func startPosition(from string, s slotInfo, cfg *Config, si serverInfo) (Positio
 		return Position{}, source.Permanent(fmt.Errorf("stored checkpoint: %w", err))
 	}
 	if s.confirmedFlush > p.LSN {
-		return Position{}, source.PositionLost(from, "the checkpoint %s is behind replication slot %q's confirmed_flush_lsn %s: the slot no longer sends transactions that committed before its confirmed_flush_lsn, so those committed in between can no longer be read from it (was the slot used by another relay or client, or the checkpoint restored from an older copy?). The relay will not skip ahead on its own: use the checkpoint that belongs to this slot, or, if losing the transactions between %s and %s is acceptable, delete the checkpoint file so the relay starts at the slot", p, cfg.Slot, s.confirmedFlush, p, s.confirmedFlush)
+		return Position{}, source.PositionLost(from, "the checkpoint %s is behind replication slot %q's confirmed_flush_lsn %s: the slot no longer sends transactions that committed before its confirmed_flush_lsn, so those committed in between can no longer be read from it (was the slot used by another relay or client, or the checkpoint restored from an older copy?). The relay will not skip ahead on its own: use the checkpoint that belongs to this slot, or, if losing the transactions between %s and %s is acceptable, move the position to the slot: outboxrelay checkpoint set --to %s", p, cfg.Slot, s.confirmedFlush, p, s.confirmedFlush, s.confirmedFlush)
 	}
 	if si.walEnd != 0 && p.LSN > si.walEnd {
 		return Position{}, source.PositionLost(from, "the checkpoint %s is beyond the server's current WAL position %s: it does not belong to this server; point the relay at this server's checkpoint", p, si.walEnd)
