@@ -23,7 +23,8 @@
 #            transactions, both modes)
 #   --profile DIR  also drains each backlog once more with the relay profiled,
 #                  and profiles the live phase's relay (pprof CPU + allocs,
-#                  DIR/<source>-<phase>.{cpu,allocs}.pprof)
+#                  DIR/<source>-<phase>.{cpu,allocs}.pprof); in the eos and
+#                  single phases every drain runs profiled (DIR/<name>-<run>.*)
 #   --repeat N     runs of each raw reader and relay drain per backlog (default 3;
 #                  the table shows medians and the min–max spread)
 #   --kafka K=V,.. extra settings for the relay's kafka section (experiments)

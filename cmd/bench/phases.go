@@ -80,7 +80,11 @@ func drainsWith(ctx context.Context, o *options, name string, sourceYAML func(i 
 	var u usage
 	var cpus []time.Duration
 	for i := 0; i < o.repeat; i++ {
-		res, err := drainWith(ctx, o, fmt.Sprintf("%s-%d", name, i+1), sourceYAML(i), want, "", d)
+		prof := "" // with --profile, every run is profiled
+		if o.profile != "" {
+			prof = filepath.Join(o.profile, fmt.Sprintf("%s-%d", name, i+1))
+		}
+		res, err := drainWith(ctx, o, fmt.Sprintf("%s-%d", name, i+1), sourceYAML(i), want, prof, d)
 		if err != nil {
 			return t, u, err
 		}
