@@ -115,6 +115,11 @@ func (c *Config) validateDelivery() []error {
 	if tt := c.Kafka.TransactionTimeout; c.Relay.CommitInterval*2 > tt {
 		errs = append(errs, fmt.Errorf("relay.commit_interval: %s is more than half of kafka.transaction_timeout (%s): a transaction must have time to flush and commit before Kafka aborts it; lower the interval or raise the timeout", c.Relay.CommitInterval, tt))
 	}
+	// Under exactly-once the position moves only when a Kafka transaction
+	// commits, so /readyz would report every healthy relay as stalled.
+	if st := c.Metrics.StallTimeout; st < 2*c.Relay.CommitInterval {
+		errs = append(errs, fmt.Errorf("metrics.stall_timeout: %s is less than twice relay.commit_interval (%s): with exactly-once the position moves only at commits, so a healthy relay would look stalled; raise the timeout or lower the interval", st, c.Relay.CommitInterval))
+	}
 	return errs
 }
 

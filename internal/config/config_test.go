@@ -172,3 +172,41 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestExactlyOnceLimits: the settings exactly-once combines are checked
+// against each other, each error naming the key to change.
+func TestExactlyOnceLimits(t *testing.T) {
+	t.Parallel()
+	eos := strings.Replace(valid, "checkpoint:\n  file:\n    path: /tmp/cp.json\n",
+		"checkpoint:\n  type: kafka\nrelay:\n  name: orders\n  delivery: exactly-once\n", 1)
+	if _, err := Parse([]byte(eos), nil); err != nil {
+		t.Fatalf("the defaults must be valid together: %v", err)
+	}
+	tests := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"interval over half the timeout", []string{"OUTBOXRELAY_RELAY_COMMIT_INTERVAL=40s", "OUTBOXRELAY_KAFKA_TRANSACTION_TIMEOUT=60s", "OUTBOXRELAY_METRICS_STALL_TIMEOUT=5m"}, "relay.commit_interval: 40s is more than half of kafka.transaction_timeout"},
+		{"stall timeout under two intervals", []string{"OUTBOXRELAY_RELAY_COMMIT_INTERVAL=10s", "OUTBOXRELAY_METRICS_STALL_TIMEOUT=15s"}, "metrics.stall_timeout: 15s is less than twice relay.commit_interval"},
+		{"no file store", nil, "set checkpoint.type: kafka"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			y := eos
+			if tt.want == "set checkpoint.type: kafka" {
+				y = strings.Replace(valid, "checkpoint:", "relay:\n  name: orders\n  delivery: exactly-once\ncheckpoint:", 1)
+			}
+			_, err := Parse([]byte(y), tt.env)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+		})
+	}
+	// At-least-once does not tie the stall timeout to the interval.
+	alo := strings.Replace(eos, "delivery: exactly-once", "delivery: at-least-once", 1)
+	if _, err := Parse([]byte(alo), []string{"OUTBOXRELAY_RELAY_COMMIT_INTERVAL=10s", "OUTBOXRELAY_METRICS_STALL_TIMEOUT=15s"}); err != nil {
+		t.Fatalf("at-least-once: %v", err)
+	}
+}
