@@ -137,23 +137,11 @@ func drain(ctx context.Context, o *options, name, sourceYAML string, want int64,
 
 func drainWith(ctx context.Context, o *options, name, sourceYAML string, want int64, profilePrefix string, d delivery) (relayRun, error) {
 	var res relayRun
-	dir := filepath.Join(o.work, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return res, err
-	}
-	b, err := startBroker(ctx, o, filepath.Join(dir, "devkafka.log"))
+	b, p, err := startRun(ctx, o, name, sourceYAML, profilePrefix, d)
 	if err != nil {
 		return res, err
 	}
 	defer b.stop()
-	cfg, err := writeRelayConfig(dir, sourceYAML, b.addr, o.kafkaExtra, d)
-	if err != nil {
-		return res, err
-	}
-	p, err := startRelay(o, cfg, filepath.Join(dir, "relay.log"), profilePrefix)
-	if err != nil {
-		return res, err
-	}
 	defer p.kill()
 	if err := waitDelivered(ctx, b.addr, o, want, p, 30*time.Minute, d); err != nil {
 		return res, err
@@ -168,6 +156,30 @@ func drainWith(ctx context.Context, o *options, name, sourceYAML string, want in
 	}
 	res.seconds = float64(s.LastAck-p.started.UnixNano()) / 1e9
 	return res, nil
+}
+
+// startRun starts a fresh broker and a relay on it in o.work/name, the
+// relay profiled when prof is not "".
+func startRun(ctx context.Context, o *options, name, sourceYAML, prof string, d delivery) (*broker, *relayProc, error) {
+	dir := filepath.Join(o.work, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	b, err := startBroker(ctx, o, filepath.Join(dir, "devkafka.log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := writeRelayConfig(dir, sourceYAML, b.addr, o.kafkaExtra, d)
+	if err != nil {
+		b.stop()
+		return nil, nil, err
+	}
+	p, err := startRelay(o, cfg, filepath.Join(dir, "relay.log"), prof)
+	if err != nil {
+		b.stop()
+		return nil, nil, err
+	}
+	return b, p, nil
 }
 
 // liveResult is what the live phase measured.
@@ -185,27 +197,15 @@ func live(ctx context.Context, o *options, name, sourceYAML string, w writer, g 
 
 func liveWith(ctx context.Context, o *options, name, sourceYAML string, w writer, g *gen, d delivery) (liveResult, error) {
 	var res liveResult
-	dir := filepath.Join(o.work, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return res, err
-	}
-	b, err := startBroker(ctx, o, filepath.Join(dir, "devkafka.log"))
-	if err != nil {
-		return res, err
-	}
-	defer b.stop()
-	cfg, err := writeRelayConfig(dir, sourceYAML, b.addr, o.kafkaExtra, d)
-	if err != nil {
-		return res, err
-	}
 	prof := "" // with --profile, the live relay is profiled (idle-ish costs)
 	if o.profile != "" {
 		prof = filepath.Join(o.profile, name)
 	}
-	p, err := startRelay(o, cfg, filepath.Join(dir, "relay.log"), prof)
+	b, p, err := startRun(ctx, o, name, sourceYAML, prof, d)
 	if err != nil {
 		return res, err
 	}
+	defer b.stop()
 	defer p.kill()
 	if err := p.waitStreaming(ctx); err != nil {
 		return res, err
