@@ -22,7 +22,8 @@ type TableSpec struct {
 	// column, which must be the table's primary key or alone in a unique
 	// index (CheckTable).
 	Key string
-	// Time is the row's creation time column (outbox.cleanup.column).
+	// Time is the row's creation time column (outbox.cleanup.column);
+	// "" when only keys select rows (republish without --since/--until).
 	Time string
 }
 

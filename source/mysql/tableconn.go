@@ -93,7 +93,7 @@ func (c *tableConn) CheckTable(ctx context.Context, t source.TableSpec) error {
 		have[strings.ToLower(s)] = true
 	}
 	r.Close()
-	if !have[strings.ToLower(t.Time)] {
+	if t.Time != "" && !have[strings.ToLower(t.Time)] {
 		return source.Permanent(fmt.Errorf("table %s has no column %s: set outbox.cleanup.column to the column holding each row's creation time (or add one: %s TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))", t.Table, t.Time, ident(t.Time)))
 	}
 	// An index of the key column alone, unique: the primary key or a
@@ -260,8 +260,12 @@ func fieldValue(fv *gomysql.FieldValue) any {
 func (c *tableConn) Count(ctx context.Context, t source.TableSpec, sel source.Selection) (source.RangeInfo, error) {
 	var info source.RangeInfo
 	cond, args := selectionWhere(t, sel, nil)
+	tc := "NULL"
+	if t.Time != "" {
+		tc = ident(t.Time)
+	}
 	q := fmt.Sprintf("SELECT COUNT(*), CAST(MIN(%[1]s) AS CHAR), CAST(MAX(%[1]s) AS CHAR), CAST(MIN(%[2]s) AS CHAR), CAST(MAX(%[2]s) AS CHAR) FROM %[3]s WHERE %[4]s",
-		ident(t.Key), ident(t.Time), tableIdent(t.Table), cond)
+		ident(t.Key), tc, tableIdent(t.Table), cond)
 	r, err := c.conn.Execute(q, args...)
 	if err != nil {
 		return info, fmt.Errorf("table %s: count rows: %w", t.Table, err)

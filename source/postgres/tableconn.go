@@ -95,7 +95,7 @@ func (c *tableConn) CheckTable(ctx context.Context, t source.TableSpec) error {
 	switch {
 	case keyType == nil:
 		return source.Permanent(fmt.Errorf("table %s has no column %s (outbox columns.id)", t.Table, t.Key))
-	case !hasTime:
+	case t.Time != "" && !hasTime:
 		return source.Permanent(fmt.Errorf("table %s has no column %s: set outbox.cleanup.column to the column holding each row's creation time (or add one: ALTER TABLE %s ADD COLUMN %s timestamptz NOT NULL DEFAULT now())", t.Table, t.Time, sqlTable(t.Table), sqlCol(t.Time)))
 	case !unique:
 		return source.Permanent(fmt.Errorf("table %s: column %s (outbox columns.id) is neither its primary key nor alone in a unique index, so it does not identify one row: make it the primary key (ALTER TABLE %s ADD PRIMARY KEY (%s)) or add a unique index on it", t.Table, t.Key, sqlTable(t.Table), sqlCol(t.Key)))
@@ -274,11 +274,15 @@ func (c *tableConn) Count(ctx context.Context, t source.TableSpec, sel source.Se
 		return info, err
 	}
 	cond, args := where(t, kt, sel, nil)
+	tc := "NULL::timestamptz"
+	if t.Time != "" {
+		tc = sqlCol(t.Time)
+	}
 	// Not min(key): uuid has no min aggregate.
 	q := fmt.Sprintf(`SELECT count(*),
 		(SELECT %[1]s::text FROM %[3]s WHERE %[4]s ORDER BY %[1]s LIMIT 1),
 		(SELECT %[1]s::text FROM %[3]s WHERE %[4]s ORDER BY %[1]s DESC LIMIT 1),
-		min(%[2]s)::text, max(%[2]s)::text FROM %[3]s WHERE %[4]s`, sqlCol(t.Key), sqlCol(t.Time), sqlTable(t.Table), cond)
+		min(%[2]s)::text, max(%[2]s)::text FROM %[3]s WHERE %[4]s`, sqlCol(t.Key), tc, sqlTable(t.Table), cond)
 	var first, last, oldest, newest *string
 	if err := c.conn.QueryRow(ctx, q, args...).Scan(&info.Rows, &first, &last, &oldest, &newest); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outboxrelay/outboxrelay/internal/devbroker"
+)
+
+// TestIntegrationMySQLCleanup: the cleanup deletes delivered rows older
+// than the retention while the relay streams, never one whose record
+// Kafka has not acknowledged, never a young one; its DELETEs produce no
+// records.
+func TestIntegrationMySQLCleanup(t *testing.T) {
+	t.Parallel()
+	runCleanup(t, mariaTableTarget(t))
+}
+
+// TestIntegrationPostgresCleanup is the same on Postgres.
+func TestIntegrationPostgresCleanup(t *testing.T) {
+	t.Parallel()
+	runCleanup(t, postgresTableTarget(t))
+}
+
+func runCleanup(t *testing.T, tg tableTarget) {
+	broker := startBroker(t, 3)
+	cp := filepath.Join(t.TempDir(), "checkpoint.json")
+	listen := freeAddr(t)
+	yaml := withLines(tg.yaml(broker.Addr(), cp), "outbox", "cleanup:\n  enabled: true\n  retention: 30m\n  batch_size: 7\n  interval: 200ms")
+	yaml = withLines(yaml, "metrics", "listen: "+listen)
+	rr := startService(t, yaml)
+	rr.waitLog(t, "outbox cleanup on")
+	rr.waitLog(t, "streaming") // a Postgres slot exists from here on
+
+	want := map[string]bool{"w0": true}
+	tg.insert(t, "w0", "a0", "")
+	collect(t, broker, 1, 30*time.Second)
+
+	// Kafka acknowledges nothing for a while: rows old enough to delete
+	// are not covered by the checkpoint, so none may go.
+	stall := broker.StallProduce(5 * time.Second)
+	old := map[string]bool{}
+	for i := 0; i < 30; i++ {
+		id := fmt.Sprintf("o%02d", i)
+		tg.insert(t, id, fmt.Sprintf("a%d", i%5), tg.at(i))
+		old[id], want[id] = true, true
+	}
+	for i := 0; i < 5; i++ {
+		id := fmt.Sprintf("y%d", i)
+		tg.insert(t, id, "a1", "")
+		want[id] = true
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		have := tg.ids(t)
+		for id := range old {
+			if !have[id] {
+				t.Fatalf("row %s was deleted while Kafka had not acknowledged its record (produce stalled)", id)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stall()
+
+	// Once acknowledged they go, also while more old rows keep coming.
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprintf("p%02d", i)
+		tg.insert(t, id, fmt.Sprintf("a%d", i%5), tg.at(i))
+		old[id], want[id] = true, true
+		time.Sleep(20 * time.Millisecond)
+	}
+	deadline = time.Now().Add(40 * time.Second)
+	for {
+		have := tg.ids(t)
+		left := 0
+		for id := range old {
+			if have[id] {
+				left++
+			}
+		}
+		for id := range want {
+			if !old[id] && !have[id] {
+				t.Fatalf("row %s, younger than the retention, was deleted", id)
+			}
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d old delivered rows still in the table after 40s; logs:\n%s", left, rr.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitMetric(t, "http://"+listen, "outboxrelay_cleanup_rows_deleted_total", float64(len(old)))
+
+	// Every row was delivered once, and the DELETEs produced nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	recs, err := devbroker.CollectUntilIdle(ctx, []string{broker.Addr()}, `.*`, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, r := range recs {
+		id, _ := r.Header("id")
+		got[id]++
+		if !want[id] || !strings.HasPrefix(r.Topic, "outbox.event.") {
+			t.Errorf("unexpected record (a DELETE's?): %s", r)
+		}
+	}
+	for id := range want {
+		if got[id] != 1 {
+			t.Errorf("row %s: %d records, want 1", id, got[id])
+		}
+	}
+	rr.stop(t)
+}
