@@ -93,7 +93,7 @@ func cmdRepublish(ctx context.Context, args []string, environ []string, stdout, 
 				continue
 			}
 			fmt.Fprintf(stdout, "%s: %d rows, %s %s … %s", t.Table, info.Rows, t.Key, info.FirstKey, info.LastKey)
-			if t.Time != "" || info.OldestText != "" {
+			if info.OldestText != "" {
 				fmt.Fprintf(stdout, ", %s %s … %s", cfg.Outbox.Cleanup.Column, info.OldestText, info.NewestText)
 			}
 			fmt.Fprintln(stdout)
@@ -210,12 +210,13 @@ func republishTables(ctx context.Context, cfg *config.Config, conn source.TableC
 		if only != "" && n != only {
 			continue
 		}
-		t := source.TableSpec{Table: n, Key: cfg.Outbox.IDColumn(n)}
-		if byTime {
-			t.Time = cfg.Outbox.Cleanup.Column
-		}
+		t := source.TableSpec{Table: n, Key: cfg.Outbox.IDColumn(n), Time: cfg.Outbox.Cleanup.Column}
 		if err := conn.CheckTable(ctx, t); err != nil {
-			return nil, err
+			// Without --since/--until the time column only shows the
+			// time span: a table without it still republishes by id.
+			if t.Time = ""; byTime || conn.CheckTable(ctx, t) != nil {
+				return nil, err
+			}
 		}
 		specs = append(specs, t)
 	}
