@@ -216,6 +216,16 @@ func (m *mysqlBench) backlog(ctx context.Context, w *mysqlWriter, name string, n
 		r.ratio = ratioText(float64(o.rows)/decodeSecs, r.rate(), "decode-only")
 	}
 	rows = append(rows, r)
+	if noise > 0 && o.noiseCleanup {
+		// The same backlog again with the cleanup deleting beside the
+		// drain (the log keeps the rows for the later runs).
+		t, u, err := drainsWith(ctx, o, "mysql-"+name+"-cleanup", func(int) string { return m.sourceYAML(posText(pos0)) }, int64(st.events), delivery{cleanup: true})
+		if err != nil {
+			return rows, fmt.Errorf("%s with cleanup: %w", name, err)
+		}
+		rows = append(rows, row{source: src, phase: phase + " — relay drain, outbox.cleanup on", rows: int64(o.rows), events: int64(st.events), seconds: t.median(), spread: t.spread(),
+			rss: u.peakRSS, cpu: u.cpu, ratio: ratioText(r.rate(), float64(o.rows)/t.median(), "drain without cleanup")})
+	}
 	if o.profile != "" {
 		prefix := filepath.Join(o.profile, "mysql-"+name)
 		logf("  profiled drain → %s.{cpu,allocs}.pprof", prefix)

@@ -64,15 +64,20 @@ func drains(ctx context.Context, o *options, name string, sourceYAML func(i int)
 type delivery struct {
 	eos     bool // relay.delivery exactly-once, positions in Kafka
 	consume bool // count with a read_committed consumer (transaction markers take offsets)
+	cleanup bool // outbox.cleanup on, deleting rows as soon as they are covered
 }
 
 var atLeastOnce = delivery{}
 
 func (d delivery) String() string {
+	s := "at-least-once"
 	if d.eos {
-		return "exactly-once"
+		s = "exactly-once"
 	}
-	return "at-least-once"
+	if d.cleanup {
+		s += ", cleanup on"
+	}
+	return s
 }
 
 func drainsWith(ctx context.Context, o *options, name string, sourceYAML func(i int) string, want int64, d delivery) (runs, usage, error) {
@@ -121,6 +126,11 @@ kafka:
 `, sourceYAML, broker, extra, filepath.Join(dir, "checkpoint.json"))
 	if d.eos {
 		cfg += "  type: kafka\nrelay:\n  name: bench\n  delivery: exactly-once\n"
+	}
+	if d.cleanup {
+		// Rows go as soon as the checkpoint covers them: the cleanup
+		// deletes while the relay drains, its worst case for the stream.
+		cfg += "outbox:\n  cleanup:\n    enabled: true\n    retention: 1ms\n    interval: 100ms\n"
 	}
 	p := filepath.Join(dir, "relay.yaml")
 	return p, os.WriteFile(p, []byte(cfg), 0o600)

@@ -180,6 +180,21 @@ func (p *pgBench) backlog(ctx context.Context, w *pgWriter, name string, noise f
 			relaySlots = append(relaySlots, slot)
 		}
 	}
+	// With --noise-cleanup the noise backlog is drained once more per
+	// repeat, with outbox.cleanup on.
+	var cleanupSlots []string
+	for i := 0; noise > 0 && o.noiseCleanup && i < o.repeat; i++ {
+		slot, _, err := p.createSlot(ctx)
+		if err != nil {
+			return nil, err
+		}
+		cleanupSlots = append(cleanupSlots, slot)
+	}
+	defer func() {
+		for _, slot := range cleanupSlots {
+			p.dropSlot(ctx, slot)
+		}
+	}()
 	profSlot := ""
 	if o.profile != "" {
 		var err error
@@ -238,6 +253,14 @@ func (p *pgBench) backlog(ctx context.Context, w *pgWriter, name string, noise f
 		r.ratio = ratioText(float64(o.rows)/rawSecs, r.rate(), "pg_recvlogical")
 	}
 	rows = append(rows, r)
+	if len(cleanupSlots) > 0 {
+		t, u, err := drainsWith(ctx, o, "postgres-"+name+"-cleanup", func(i int) string { return p.sourceYAML(cleanupSlots[i]) }, int64(st.events), delivery{cleanup: true})
+		if err != nil {
+			return rows, fmt.Errorf("%s with cleanup: %w", name, err)
+		}
+		rows = append(rows, row{source: src, phase: phase + " — relay drain, outbox.cleanup on", rows: int64(o.rows), events: int64(st.events), seconds: t.median(), spread: t.spread(),
+			rss: u.peakRSS, cpu: u.cpu, ratio: ratioText(r.rate(), float64(o.rows)/t.median(), "drain without cleanup")})
+	}
 	if profSlot != "" {
 		prefix := filepath.Join(o.profile, "postgres-"+name)
 		logf("  profiled drain → %s.{cpu,allocs}.pprof", prefix)
