@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -17,9 +18,10 @@ import (
 // last checkpoint it saved (or, exactly-once, committed), else the
 // store's. The cleanup deletes only rows it covers.
 type durable struct {
-	store Store
-	mu    sync.Mutex
-	pos   string
+	store  Store
+	mu     sync.Mutex
+	pos    string
+	peeked time.Time // the last read of the store (at most one a second: the Kafka store reads a topic)
 }
 
 func (d *durable) saved(cp checkpoint.Checkpoint) {
@@ -30,16 +32,25 @@ func (d *durable) saved(cp checkpoint.Checkpoint) {
 
 func (d *durable) position(ctx context.Context) (string, error) {
 	d.mu.Lock()
-	pos := d.pos
+	pos, peeked := d.pos, d.peeked
 	d.mu.Unlock()
 	if pos != "" {
 		return pos, nil
 	}
+	if time.Since(peeked) < time.Second {
+		return "", checkpoint.ErrNotFound
+	}
 	cp, err := peek(ctx, d.store)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.peeked = time.Now()
 	if err != nil {
 		return "", err
 	}
-	return cp.Position, nil
+	if d.pos == "" {
+		d.pos = cp.Position // durable already: the relay only moves on from it
+	}
+	return d.pos, nil
 }
 
 // savingStore tells d of every checkpoint the relay saved.
