@@ -26,11 +26,24 @@ func TestIntegrationPostgresCleanup(t *testing.T) {
 	runCleanup(t, postgresTableTarget(t))
 }
 
-func runCleanup(t *testing.T, tg tableTarget) {
+// TestIntegrationMySQLCleanupExactlyOnce: the same under exactly-once,
+// where the durable position is the one committed with the records.
+func TestIntegrationMySQLCleanupExactlyOnce(t *testing.T) {
+	t.Parallel()
+	runCleanup(t, mariaTableTarget(t), func(yaml string) string {
+		return withKafkaStore(t, yaml, "cleanup-eos-"+fmt.Sprint(time.Now().UnixNano()), "  delivery: exactly-once\n")
+	})
+}
+
+func runCleanup(t *testing.T, tg tableTarget, modify ...func(string) string) {
 	broker := startBroker(t, 3)
 	cp := filepath.Join(t.TempDir(), "checkpoint.json")
 	listen := freeAddr(t)
-	yaml := withLines(tg.yaml(broker.Addr(), cp), "outbox", "cleanup:\n  enabled: true\n  retention: 30m\n  batch_size: 7\n  interval: 200ms")
+	base := tg.yaml(broker.Addr(), cp)
+	for _, m := range modify {
+		base = m(base)
+	}
+	yaml := withLines(base, "outbox", "cleanup:\n  enabled: true\n  retention: 30m\n  batch_size: 7\n  interval: 200ms")
 	yaml = withLines(yaml, "metrics", "listen: "+listen)
 	rr := startService(t, yaml)
 	rr.waitLog(t, "outbox cleanup on")
@@ -100,7 +113,7 @@ func runCleanup(t *testing.T, tg tableTarget) {
 	// Every row was delivered once, and the DELETEs produced nothing.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	recs, err := devbroker.CollectUntilIdle(ctx, []string{broker.Addr()}, `.*`, 2*time.Second)
+	recs, err := devbroker.CollectUntilIdle(ctx, []string{broker.Addr()}, `outbox\..*`, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
