@@ -62,6 +62,10 @@ type Options struct {
 type Cleaner struct {
 	o   Options
 	log zerolog.Logger
+	// oldestAt is when the oldest row was last measured: MIN over a
+	// table without an index on the column scans it, so back-to-back
+	// full rounds measure it at most once per interval.
+	oldestAt time.Time
 }
 
 // New returns a Cleaner; nothing connects until Run.
@@ -163,7 +167,8 @@ func (c *Cleaner) round(ctx context.Context, conn source.TableConn, specs []sour
 			}
 		}
 	}
-	if c.o.Oldest != nil {
+	if c.o.Oldest != nil && (!full || time.Since(c.oldestAt) >= cfg.Interval) {
+		c.oldestAt = time.Now()
 		var oldest time.Duration
 		found := false
 		for _, t := range specs {
