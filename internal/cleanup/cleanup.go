@@ -88,13 +88,25 @@ func (c *Cleaner) Run(ctx context.Context) error {
 	c.log.Info().Str("retention", cfg.Retention.String()).Int("batch_size", cfg.BatchSize).Str("interval", cfg.Interval.String()).Str("column", cfg.Column).
 		Msg("outbox cleanup on: deleting delivered rows older than the retention")
 	err := retry.Do(ctx, c.log, c.o.Retry, func(ctx context.Context, healthy func()) error {
-		return c.session(ctx, healthy)
+		err := c.session(ctx, healthy)
+		if source.IsPermanent(err) {
+			// An operator must act (a grant, a column): say so loudly,
+			// and keep trying, slowly, instead of stopping for good.
+			c.log.Error().Err(err).Msg("outbox cleanup cannot work until this is fixed; nothing is deleted, the relay goes on")
+			return retryable{err}
+		}
+		return err
 	})
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
 }
+
+// retryable hides that err is permanent from retry.Do (no Unwrap).
+type retryable struct{ err error }
+
+func (r retryable) Error() string { return r.err.Error() }
 
 // session is one connection's life: rounds until ctx ends or a failure.
 func (c *Cleaner) session(ctx context.Context, healthy func()) error {

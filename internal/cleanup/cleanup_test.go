@@ -2,6 +2,7 @@ package cleanup
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
+	"github.com/outboxrelay/outboxrelay/internal/retry"
 	"github.com/outboxrelay/outboxrelay/source"
 )
 
@@ -22,7 +24,8 @@ type fakeDB struct {
 	logEnd  int          // position after the last commit
 	durable int          // -1: no checkpoint
 	deleted []int
-	rounds  int // Position calls
+	rounds  int   // Position calls
+	check   error // CheckTable's answer, once
 }
 
 func (f *fakeDB) insert(key int, old bool) {
@@ -38,8 +41,14 @@ func (f *fakeDB) has(key int) bool { f.mu.Lock(); defer f.mu.Unlock(); _, ok := 
 
 func (f *fakeDB) OpenTables(context.Context) (source.TableConn, error) { return f, nil }
 func (f *fakeDB) Tables(context.Context) ([]string, error)             { return []string{"s.outbox"}, nil }
-func (f *fakeDB) CheckTable(context.Context, source.TableSpec) error   { return nil }
-func (f *fakeDB) Close() error                                         { return nil }
+func (f *fakeDB) CheckTable(context.Context, source.TableSpec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.check
+	f.check = nil
+	return err
+}
+func (f *fakeDB) Close() error { return nil }
 func (f *fakeDB) Position(context.Context) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -168,5 +177,27 @@ func TestCleanupDeletesOnlyCoveredRows(t *testing.T) {
 	waitFor(t, "row 1 to go once covered", func() bool { return !f.has(1) })
 	if !f.has(20) {
 		t.Fatal("a row younger than the retention was deleted")
+	}
+}
+
+// TestCleanupOutlivesPermanentErrors: a failure an operator must fix (a
+// missing column or grant) does not end the cleanup: once fixed, it
+// deletes.
+func TestCleanupOutlivesPermanentErrors(t *testing.T) {
+	t.Parallel()
+	f := &fakeDB{rows: map[int]bool{}, durable: 100, check: source.Permanent(errors.New("table s.outbox has no column created_at"))}
+	f.insert(1, true)
+	var cfg outbox.Cleanup
+	cfg.SetDefaults()
+	cfg.Interval = 100 * time.Millisecond
+	c := New(Options{Config: cfg, IDColumn: func(string) string { return "id" }, Tables: f, Compare: compareInts, Durable: f.durablePos,
+		Poll: 2 * time.Millisecond, Retry: retry.Policy{Initial: 10 * time.Millisecond}}, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	waitFor(t, "the row to go after the failure", func() bool { return !f.has(1) })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
 	}
 }
