@@ -77,6 +77,8 @@ func New(o Options, log zerolog.Logger) *Cleaner {
 	if o.Retry.Max == 0 {
 		o.Retry.Max = 5 * time.Minute
 	}
+	o.Retry.Failing = "outbox cleanup failed; retrying with backoff (nothing is deleted meanwhile, the relay goes on)"
+	o.Retry.Recovered = "outbox cleanup works again"
 	return &Cleaner{o: o, log: log}
 }
 

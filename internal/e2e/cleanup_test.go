@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/internal/devbroker"
+	"github.com/outboxrelay/outboxrelay/internal/testdb"
 )
 
 // TestIntegrationMySQLCleanup: the cleanup deletes delivered rows older
@@ -131,4 +132,40 @@ func runCleanup(t *testing.T, tg tableTarget, modify ...func(string) string) {
 		}
 	}
 	rr.stop(t)
+}
+
+// TestIntegrationMySQLCleanupGrants: with the relay's documented grants
+// plus SELECT but no DELETE on the outbox table, the cleanup names the
+// table and the grant and deletes nothing, the relay goes on; once
+// DELETE is granted it deletes — SELECT, DELETE is all it needs.
+func TestIntegrationMySQLCleanupGrants(t *testing.T) {
+	t.Parallel()
+	db := testdb.MariaDB(t)
+	db.Exec(t, mysqlSchema)
+	user := mariaUser(t, db, "REPLICATION SLAVE, BINLOG MONITOR")
+	db.Exec(t, fmt.Sprintf("GRANT REFERENCES, SELECT ON %s.outbox TO '%s'@'%%'", db.DB, user.User))
+	broker := startBroker(t, 3)
+	cp := filepath.Join(t.TempDir(), "checkpoint.json")
+	yaml := withLines(mysqlRelayConfig(user, broker.Addr(), cp, db.Position(t)), "outbox", "cleanup:\n  enabled: true\n  retention: 30m\n  interval: 200ms")
+	rr := startService(t, yaml)
+	c := db.Conn(t)
+	for i := 0; i < 5; i++ {
+		testdb.Exec(t, c, "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, created_at) VALUES (?, 'order', 'a', 'created', '{}', NOW(6) - INTERVAL 1 HOUR)", fmt.Sprintf("g%d", i)).Close()
+	}
+	collect(t, broker, 5, 30*time.Second)
+	rr.waitLog(t, "GRANT DELETE ON "+db.DB+".outbox")
+	if n := db.QueryString(t, "SELECT COUNT(*) FROM outbox"); n != "5" {
+		t.Fatalf("%s rows left without the DELETE grant, want 5", n)
+	}
+	db.Exec(t, fmt.Sprintf("GRANT DELETE ON %s.outbox TO '%s'@'%%'", db.DB, user.User))
+	deadline := time.Now().Add(40 * time.Second)
+	for db.QueryString(t, "SELECT COUNT(*) FROM outbox") != "0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("rows not deleted 40s after GRANT DELETE; logs:\n%s", rr.logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if strings.Contains(rr.logs.String(), user.Password) {
+		t.Error("the logs hold the password")
+	}
 }
