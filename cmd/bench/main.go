@@ -91,28 +91,27 @@ func cmdRelay(args []string) int {
 
 // options of a run.
 type options struct {
-	sources []string
-	rows    int     // backlog rows
-	bigRows int     // rows of the single large transaction
-	maxTx   int     // backlog transactions have 1..maxTx rows
-	payload int     // approximate payload bytes
-	noise   float64 // share of backlog rows written to non-outbox tables in the noise phase
-	// noiseCleanup also drains the noise backlog with outbox.cleanup on.
-	noiseCleanup bool
-	liveRate     int // events per second in the live phase
-	liveFor      time.Duration
-	liveTx       int // rows per transaction in the live phase
-	phases       map[string]bool
-	bin          string // directory with outboxrelay, devkafka and bench
-	work         string
-	profile      string // directory for pprof profiles of an extra, profiled drain
-	partitions   int
-	seed         int64
-	tableOut     string
-	kafkaExtra   string // KEY=VALUE,... added to the relay's kafka section
-	repeat       int    // runs of each raw reader and relay drain per backlog
-	mysqlAddr    string
-	postgresDSN  string
+	sources     []string
+	rows        int     // backlog rows
+	bigRows     int     // rows of the single large transaction
+	maxTx       int     // backlog transactions have 1..maxTx rows
+	payload     int     // approximate payload bytes
+	noise       float64 // share of backlog rows written to non-outbox tables in the noise phase
+	cleanup     bool    // noise phase: also drain its backlog with outbox.cleanup on
+	liveRate    int     // events per second in the live phase
+	liveFor     time.Duration
+	liveTx      int // rows per transaction in the live phase
+	phases      map[string]bool
+	bin         string // directory with outboxrelay, devkafka and bench
+	work        string
+	profile     string // directory for pprof profiles of an extra, profiled drain
+	partitions  int
+	seed        int64
+	tableOut    string
+	kafkaExtra  string // KEY=VALUE,... added to the relay's kafka section
+	repeat      int    // runs of each raw reader and relay drain per backlog
+	mysqlAddr   string
+	postgresDSN string
 }
 
 var allPhases = []string{"raw", "drain", "live", "noise", "big", "eos", "single"}
@@ -127,7 +126,7 @@ func cmdRun(args []string) int {
 	fs.IntVar(&o.maxTx, "max-tx", 1000, "backlog transactions have 1..max-tx rows")
 	fs.IntVar(&o.payload, "payload", 300, "approximate JSON payload bytes")
 	fs.Float64Var(&o.noise, "noise", 0.9, "share of rows on non-outbox tables in the noise phase")
-	fs.BoolVar(&o.noiseCleanup, "noise-cleanup", false, "noise phase: also drain its backlog with outbox.cleanup on (retention 1ms: rows are deleted as soon as covered), to compare with the plain drain")
+	fs.BoolVar(&o.cleanup, "noise-cleanup", false, "noise phase: also drain its backlog with outbox.cleanup on (retention 1ms: rows are deleted as soon as covered), to compare with the plain drain")
 	fs.IntVar(&o.liveRate, "live-rate", 5000, "events per second written in the live phase")
 	fs.DurationVar(&o.liveFor, "live-for", 60*time.Second, "length of the live phase")
 	fs.IntVar(&o.liveTx, "live-tx", 5, "rows per transaction in the live phase")

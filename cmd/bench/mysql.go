@@ -216,7 +216,7 @@ func (m *mysqlBench) backlog(ctx context.Context, w *mysqlWriter, name string, n
 		r.ratio = ratioText(float64(o.rows)/decodeSecs, r.rate(), "decode-only")
 	}
 	rows = append(rows, r)
-	if noise > 0 && o.noiseCleanup {
+	if noise > 0 && o.cleanup {
 		// The same backlog again with the cleanup deleting beside the
 		// drain (the log keeps the rows for the later runs).
 		t, u, err := drainsWith(ctx, o, "mysql-"+name+"-cleanup", func(int) string { return m.sourceYAML(posText(pos0)) }, int64(st.events), delivery{cleanup: true})

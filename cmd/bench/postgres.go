@@ -183,7 +183,7 @@ func (p *pgBench) backlog(ctx context.Context, w *pgWriter, name string, noise f
 	// With --noise-cleanup the noise backlog is drained once more per
 	// repeat, with outbox.cleanup on.
 	var cleanupSlots []string
-	for i := 0; noise > 0 && o.noiseCleanup && i < o.repeat; i++ {
+	for i := 0; noise > 0 && o.cleanup && i < o.repeat; i++ {
 		slot, _, err := p.createSlot(ctx)
 		if err != nil {
 			return nil, err
