@@ -84,14 +84,17 @@ func benchMySQL(ctx context.Context, o *options) ([]row, error) {
 			return rows, err
 		}
 	}
-	if o.phases["live"] {
-		logf("MariaDB live: %d events/s for %v", o.liveRate, o.liveFor)
-		res, err := live(ctx, o, "mysql-live", m.sourceYAML("current"), w, newGen(o.seed+2, "l", o.payload))
+	for _, d := range liveVariants(o) {
+		if !o.phases["live"] {
+			break
+		}
+		logf("MariaDB live (%s): %d events/s for %v", d, o.liveRate, o.liveFor)
+		res, err := liveWith(ctx, o, "mysql-live"+d.suffix(), m.sourceYAML("current"), w, newGen(o.seed+2, "l"+d.suffix(), o.payload), d)
 		if err != nil {
 			return rows, fmt.Errorf("live: %w", err)
 		}
 		rows = append(rows, row{
-			source: src, phase: fmt.Sprintf("live %d ev/s, %d-row tx", o.liveRate, o.liveTx),
+			source: src, phase: fmt.Sprintf("live %d ev/s, %d-row tx%s", o.liveRate, o.liveTx, d.label()),
 			rows: int64(res.written.events), events: int64(res.written.events), seconds: res.written.took.Seconds(),
 			latency: "log→ack " + latencyText(res.summary.LogToAck) + "; e2e " + latencyText(res.e2e),
 			rss:     res.usage.peakRSS, cpu: res.usage.cpu,

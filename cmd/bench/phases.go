@@ -69,6 +69,33 @@ type delivery struct {
 
 var atLeastOnce = delivery{}
 
+// liveVariants are the live phase's runs: plain, and with --noise-cleanup
+// once more with the cleanup deleting beside the stream (where, unlike a
+// backlog drain, it deletes all along: each round's position is near the
+// end of the log).
+func liveVariants(o *options) []delivery {
+	if o.cleanup {
+		return []delivery{atLeastOnce, {cleanup: true}}
+	}
+	return []delivery{atLeastOnce}
+}
+
+// suffix tells apart the work directories (and ids) of a variant's run.
+func (d delivery) suffix() string {
+	if d.cleanup {
+		return "-cleanup"
+	}
+	return ""
+}
+
+// label is a variant's addition to a result row's phase.
+func (d delivery) label() string {
+	if d.cleanup {
+		return ", outbox.cleanup on"
+	}
+	return ""
+}
+
 func (d delivery) String() string {
 	s := "at-least-once"
 	if d.eos {

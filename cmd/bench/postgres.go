@@ -89,16 +89,19 @@ func benchPostgres(ctx context.Context, o *options) ([]row, error) {
 			return rows, err
 		}
 	}
-	if o.phases["live"] {
-		logf("PostgreSQL live: %d events/s for %v", o.liveRate, o.liveFor)
+	for _, d := range liveVariants(o) {
+		if !o.phases["live"] {
+			break
+		}
+		logf("PostgreSQL live (%s): %d events/s for %v", d, o.liveRate, o.liveFor)
 		slot := p.slotName() // created by the relay at its start
-		res, err := live(ctx, o, "postgres-live", p.sourceYAML(slot), pw, newGen(o.seed+2, "l", o.payload))
+		res, err := liveWith(ctx, o, "postgres-live"+d.suffix(), p.sourceYAML(slot), pw, newGen(o.seed+2, "l"+d.suffix(), o.payload), d)
 		if err != nil {
 			return rows, fmt.Errorf("live: %w", err)
 		}
 		p.dropSlots(ctx)
 		rows = append(rows, row{
-			source: src, phase: fmt.Sprintf("live %d ev/s, %d-row tx", o.liveRate, o.liveTx),
+			source: src, phase: fmt.Sprintf("live %d ev/s, %d-row tx%s", o.liveRate, o.liveTx, d.label()),
 			rows: int64(res.written.events), events: int64(res.written.events), seconds: res.written.took.Seconds(),
 			latency: "commit→ack " + latencyText(res.summary.CommitToAck) + "; e2e " + latencyText(res.e2e),
 			rss:     res.usage.peakRSS, cpu: res.usage.cpu,
