@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,9 +32,15 @@ const republishPage = 500
 const idsPerQuery = 1000
 
 type republishFlags struct {
-	fromID, toID, since, until, ids, table string
-	dryRun, force                          bool
+	fromID, toID, since, until, ids, table, position string
+	dryRun, force                                    bool
 }
+
+// republishIndexBase is where the outboxrelay-index of records given a
+// --position starts: above any real index within the transaction at that
+// position (the lost checkpoint may be inside one), so that none of them
+// looks older than a record of it already delivered.
+const republishIndexBase = 1_000_000_000
 
 func cmdRepublish(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
 	var f republishFlags
@@ -46,6 +53,7 @@ func cmdRepublish(ctx context.Context, args []string, environ []string, stdout, 
 		fs.StringVar(&f.table, "table", "", "only this outbox table (schema.table; default: every outbox table)")
 		fs.BoolVar(&f.dryRun, "dry-run", false, "print what would be published, publish nothing")
 		fs.BoolVar(&f.force, "force", false, "publish even while a relay holds the checkpoint lock")
+		fs.StringVar(&f.position, "position", "", "give the records this log position (the lost checkpoint's, in the position-lost runbook); default none")
 	})
 	if cfg == nil {
 		return code
@@ -56,6 +64,12 @@ func cmdRepublish(ctx context.Context, args []string, environ []string, stdout, 
 		return ExitUsage
 	}
 	src := tools(cfg, io.Discard)
+	if f.position != "" {
+		if _, err := src.Compare(f.position, f.position); err != nil {
+			usageError(stderr, "republish", fmt.Errorf("--position %s: not a %s position: %w", f.position, src.Kind(), err))
+			return ExitUsage
+		}
+	}
 	ta, ok := src.(source.TableAccess)
 	if !ok {
 		fmt.Fprintf(stderr, "republish: source %s cannot read its outbox tables\n", src.Kind())
@@ -107,7 +121,7 @@ func cmdRepublish(ctx context.Context, args []string, environ []string, stdout, 
 		fmt.Fprintf(stdout, "dry run: %d rows would be published; nothing produced\n", total)
 		return ExitOK
 	}
-	n, skipped, err := republish(ctx, cfg, conn, specs, chunks, stderr)
+	n, skipped, err := republish(ctx, cfg, conn, specs, chunks, headerPosition(f.position), stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "republish: %v (%d records acknowledged before it)\n", err, n)
 		return ExitFailure
@@ -256,7 +270,7 @@ func (a *acks) failed() error {
 
 // republish produces the selection's rows page by page, mapped as the
 // relay maps them, and waits for every acknowledgement.
-func republish(ctx context.Context, cfg *config.Config, conn source.TableConn, specs []source.TableSpec, chunks []source.Selection, stderr io.Writer) (acked int64, bad int, err error) {
+func republish(ctx context.Context, cfg *config.Config, conn source.TableConn, specs []source.TableSpec, chunks []source.Selection, position string, stderr io.Writer) (acked int64, bad int, err error) {
 	mapper, err := outbox.New(cfg.Outbox)
 	if err != nil {
 		return 0, 0, err
@@ -267,6 +281,7 @@ func republish(ctx context.Context, cfg *config.Config, conn source.TableConn, s
 		return 0, 0, err
 	}
 	a := &acks{}
+	index := republishIndexBase
 	send := func() error {
 		for _, t := range specs {
 			for _, sel := range chunks {
@@ -294,7 +309,8 @@ func republish(ctx context.Context, cfg *config.Config, conn source.TableConn, s
 						case err != nil:
 							return err
 						default:
-							rec.Headers = republishHeaders(rec.Headers)
+							rec.Headers = republishHeaders(rec.Headers, position, index)
+							index++
 						}
 						if err := snk.Send(ctx, rec, a.ack); err != nil {
 							return err
@@ -329,9 +345,10 @@ func republish(ctx context.Context, cfg *config.Config, conn source.TableConn, s
 	return a.n.Load(), bad, err
 }
 
-// republishHeaders drops the log position headers (a republished record
-// has none: the log is gone) and marks the record.
-func republishHeaders(hs []sink.Header) []sink.Header {
+// republishHeaders marks the record and replaces the log position
+// headers: a republished record has none (its log is gone), unless
+// --position gave one, with index counting the records.
+func republishHeaders(hs []sink.Header, position string, index int) []sink.Header {
 	out := make([]sink.Header, 0, len(hs)+1)
 	for _, h := range hs {
 		if h.Key == outbox.HeaderPosition || h.Key == outbox.HeaderIndex {
@@ -339,5 +356,19 @@ func republishHeaders(hs []sink.Header) []sink.Header {
 		}
 		out = append(out, h)
 	}
+	if position != "" {
+		out = append(out, sink.Header{Key: outbox.HeaderPosition, Value: []byte(position)},
+			sink.Header{Key: outbox.HeaderIndex, Value: strconv.AppendInt(nil, int64(index), 10)})
+	}
 	return append(out, sink.Header{Key: HeaderRepublish, Value: []byte("true")})
+}
+
+// headerPosition is a checkpoint position as records carry theirs: the
+// transaction's place in the log, without a GTID set, rows delivered or
+// prepared XA transactions.
+func headerPosition(pos string) string {
+	if i := strings.IndexAny(pos, "@+;"); i >= 0 {
+		pos = pos[:i]
+	}
+	return strings.TrimSpace(pos)
 }

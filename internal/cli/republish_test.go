@@ -66,7 +66,7 @@ func TestRepublishHeaders(t *testing.T) {
 	t.Parallel()
 	in := []sink.Header{{Key: "id", Value: []byte("1")}, {Key: "type", Value: []byte("t")}, {Key: "tenant", Value: []byte("x")},
 		{Key: outbox.HeaderPosition, Value: nil}, {Key: outbox.HeaderIndex, Value: []byte("0")}}
-	out := republishHeaders(in)
+	out := republishHeaders(in, "", 0)
 	var keys []string
 	for _, h := range out {
 		keys = append(keys, h.Key+"="+string(h.Value))
@@ -92,5 +92,29 @@ func TestRepublishUsageErrors(t *testing.T) {
 	errb.Reset()
 	if code := Main(context.Background(), []string{"republish", "--config", cfg, "--since", "now"}, nil, &out, &errb); code != ExitUsage || !strings.Contains(errb.String(), "RFC 3339") {
 		t.Errorf("exit %d, %q", code, errb.String())
+	}
+}
+
+// TestRepublishPosition: with --position the records carry it, as a
+// record's transaction position (no GTIDs, rows or XA), and an index
+// above any real one.
+func TestRepublishPosition(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"mysql-bin.000003:1234@0-1-55+3;xa=x@mysql-bin.000003:99": "mysql-bin.000003:1234",
+		"0/16B3748+2": "0/16B3748",
+		"0/16B3748":   "0/16B3748",
+	} {
+		if got := headerPosition(in); got != want {
+			t.Errorf("headerPosition(%s) = %s, want %s", in, got, want)
+		}
+	}
+	out := republishHeaders([]sink.Header{{Key: "id", Value: []byte("1")}}, "0/16B3748", republishIndexBase+2)
+	var keys []string
+	for _, h := range out {
+		keys = append(keys, h.Key+"="+string(h.Value))
+	}
+	if got := strings.Join(keys, ","); got != "id=1,"+outbox.HeaderPosition+"=0/16B3748,"+outbox.HeaderIndex+"=1000000002,"+HeaderRepublish+"=true" {
+		t.Errorf("headers %s", got)
 	}
 }

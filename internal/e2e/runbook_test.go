@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/outboxrelay/outboxrelay/inbox"
 	"github.com/outboxrelay/outboxrelay/internal/cli"
 	"github.com/outboxrelay/outboxrelay/internal/devbroker"
+	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/testdb"
 )
 
@@ -94,7 +97,8 @@ func runRunbook(t *testing.T, tg runbookTarget) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	rr.stop(t)
-	saved := loadCheckpoint(t, cp).UpdatedAt
+	lostCP := loadCheckpoint(t, cp)
+	saved := lostCP.UpdatedAt
 
 	// The gap: rows the log will not have.
 	for i := 0; i < 8; i++ {
@@ -115,7 +119,7 @@ func runRunbook(t *testing.T, tg runbookTarget) {
 	// 2. The new position first, 3. republish the gap, 4. set the position.
 	pos := tg.newPos(t)
 	since := saved.Add(-time.Minute).UTC().Format(time.RFC3339Nano)
-	if code, out, errOut := runCLI(ctx, "republish", "--config", cfgPath, "--since", since); code != 0 || !strings.Contains(out, "republished 8 records") {
+	if code, out, errOut := runCLI(ctx, "republish", "--config", cfgPath, "--since", since, "--position", lostCP.Position); code != 0 || !strings.Contains(out, "republished 8 records") {
 		t.Fatalf("republish --since %s: exit %d\n%s%s", since, code, out, errOut)
 	}
 	if code, out, errOut := runCLI(ctx, "checkpoint", "set", "--config", cfgPath, "--to", pos); code != 0 {
@@ -146,9 +150,11 @@ func runRunbook(t *testing.T, tg runbookTarget) {
 		}
 		got := map[string]bool{}
 		republished := 0
+		versions := map[byte][]version{}
 		for _, r := range recs {
 			id, _ := r.Header("id")
 			got[id] = true
+			versions[id[0]] = append(versions[id[0]], recordVersion(t, r))
 			if v, _ := r.Header(cli.HeaderRepublish); v == "true" {
 				republished++
 				if id[0] != 'g' {
@@ -166,6 +172,17 @@ func runRunbook(t *testing.T, tg runbookTarget) {
 			if republished != 8 {
 				t.Errorf("%d republished records, want the gap's 8", republished)
 			}
+			// Version order (what inbox's CheckVersion compares): before
+			// the gap < the gap (stamped with the lost position) < after.
+			for _, pair := range [][2]byte{{'b', 'g'}, {'g', 'a'}} {
+				for _, lo := range versions[pair[0]] {
+					for _, hi := range versions[pair[1]] {
+						if !lo.less(t, hi) {
+							t.Fatalf("%c record at %v is not before %c record at %v", pair[0], lo, pair[1], hi)
+						}
+					}
+				}
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -173,4 +190,32 @@ func runRunbook(t *testing.T, tg runbookTarget) {
 		}
 	}
 	rr.stop(t)
+}
+
+// version is a record's place in the log as consumers compare it.
+type version struct {
+	pos   string
+	index int64
+}
+
+func recordVersion(t testing.TB, r devbroker.Record) version {
+	t.Helper()
+	pos, ok := r.Header(outbox.HeaderPosition)
+	idx, ok2 := r.Header(outbox.HeaderIndex)
+	if !ok || !ok2 {
+		t.Fatalf("record without position headers: %s", r)
+	}
+	n, err := strconv.ParseInt(idx, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return version{pos, n}
+}
+
+func (v version) less(t testing.TB, w version) bool {
+	c, err := inbox.ComparePositions(v.pos, w.pos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c < 0 || c == 0 && v.index < w.index
 }
