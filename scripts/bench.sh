@@ -4,7 +4,7 @@
 #
 #   scripts/bench.sh [--quick] [--rows N] [--big-rows N] [--live-rate N] [--live-for DUR]
 #                    [--repeat N] [--sources mysql,postgres] [--phases raw,drain,live,noise,big,eos,single]
-#                    [--kafka KEY=VALUE,...]
+#                    [--kafka KEY=VALUE,...] [--noise-cleanup]
 #                    [--profile DIR] [--out FILE] [--relay BINARY] [--keep]
 #
 # One command on a fresh Debian 12 machine with Go: builds the relay
@@ -48,6 +48,7 @@ ARGS=() KEEP=0 OUT="" PROFILE="" RELAY=""
 while (($#)); do
 	case $1 in
 	--quick) ARGS+=(--rows 100000 --big-rows 200000 --live-for 20s) ;;
+	--noise-cleanup) ARGS+=(--noise-cleanup) ;;
 	--rows | --big-rows | --live-rate | --live-for | --live-tx | --sources | --phases | --max-tx | --payload | --noise | --seed | --partitions | --kafka | --repeat)
 		(($# >= 2)) || { log "$1 needs a value"; exit 2; }
 		ARGS+=("$1" "$2")

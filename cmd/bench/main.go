@@ -97,6 +97,7 @@ type options struct {
 	maxTx       int     // backlog transactions have 1..maxTx rows
 	payload     int     // approximate payload bytes
 	noise       float64 // share of backlog rows written to non-outbox tables in the noise phase
+	cleanup     bool    // noise and live phases: run again with outbox.cleanup on
 	liveRate    int     // events per second in the live phase
 	liveFor     time.Duration
 	liveTx      int // rows per transaction in the live phase
@@ -125,6 +126,7 @@ func cmdRun(args []string) int {
 	fs.IntVar(&o.maxTx, "max-tx", 1000, "backlog transactions have 1..max-tx rows")
 	fs.IntVar(&o.payload, "payload", 300, "approximate JSON payload bytes")
 	fs.Float64Var(&o.noise, "noise", 0.9, "share of rows on non-outbox tables in the noise phase")
+	fs.BoolVar(&o.cleanup, "noise-cleanup", false, "noise and live phases: run again with outbox.cleanup on (retention 1ms: rows are deleted as soon as covered), to compare with the plain runs")
 	fs.IntVar(&o.liveRate, "live-rate", 5000, "events per second written in the live phase")
 	fs.DurationVar(&o.liveFor, "live-for", 60*time.Second, "length of the live phase")
 	fs.IntVar(&o.liveTx, "live-tx", 5, "rows per transaction in the live phase")

@@ -84,14 +84,17 @@ func benchMySQL(ctx context.Context, o *options) ([]row, error) {
 			return rows, err
 		}
 	}
-	if o.phases["live"] {
-		logf("MariaDB live: %d events/s for %v", o.liveRate, o.liveFor)
-		res, err := live(ctx, o, "mysql-live", m.sourceYAML("current"), w, newGen(o.seed+2, "l", o.payload))
+	for _, d := range liveVariants(o) {
+		if !o.phases["live"] {
+			break
+		}
+		logf("MariaDB live (%s): %d events/s for %v", d, o.liveRate, o.liveFor)
+		res, err := liveWith(ctx, o, "mysql-live"+d.suffix(), m.sourceYAML("current"), w, newGen(o.seed+2, "l"+d.suffix(), o.payload), d)
 		if err != nil {
 			return rows, fmt.Errorf("live: %w", err)
 		}
 		rows = append(rows, row{
-			source: src, phase: fmt.Sprintf("live %d ev/s, %d-row tx", o.liveRate, o.liveTx),
+			source: src, phase: fmt.Sprintf("live %d ev/s, %d-row tx%s", o.liveRate, o.liveTx, d.label()),
 			rows: int64(res.written.events), events: int64(res.written.events), seconds: res.written.took.Seconds(),
 			latency: "log→ack " + latencyText(res.summary.LogToAck) + "; e2e " + latencyText(res.e2e),
 			rss:     res.usage.peakRSS, cpu: res.usage.cpu,
@@ -216,6 +219,16 @@ func (m *mysqlBench) backlog(ctx context.Context, w *mysqlWriter, name string, n
 		r.ratio = ratioText(float64(o.rows)/decodeSecs, r.rate(), "decode-only")
 	}
 	rows = append(rows, r)
+	if noise > 0 && o.cleanup {
+		// The same backlog again with the cleanup deleting beside the
+		// drain (the log keeps the rows for the later runs).
+		t, u, err := drainsWith(ctx, o, "mysql-"+name+"-cleanup", func(int) string { return m.sourceYAML(posText(pos0)) }, int64(st.events), delivery{cleanup: true})
+		if err != nil {
+			return rows, fmt.Errorf("%s with cleanup: %w", name, err)
+		}
+		rows = append(rows, row{source: src, phase: phase + " — relay drain, outbox.cleanup on", rows: int64(o.rows), events: int64(st.events), seconds: t.median(), spread: t.spread(),
+			rss: u.peakRSS, cpu: u.cpu, ratio: ratioText(r.rate(), float64(o.rows)/t.median(), "drain without cleanup")})
+	}
 	if o.profile != "" {
 		prefix := filepath.Join(o.profile, "mysql-"+name)
 		logf("  profiled drain → %s.{cpu,allocs}.pprof", prefix)

@@ -64,15 +64,47 @@ func drains(ctx context.Context, o *options, name string, sourceYAML func(i int)
 type delivery struct {
 	eos     bool // relay.delivery exactly-once, positions in Kafka
 	consume bool // count with a read_committed consumer (transaction markers take offsets)
+	cleanup bool // outbox.cleanup on, deleting rows as soon as they are covered
 }
 
 var atLeastOnce = delivery{}
 
-func (d delivery) String() string {
-	if d.eos {
-		return "exactly-once"
+// liveVariants are the live phase's runs: plain, and with --noise-cleanup
+// once more with the cleanup deleting beside the stream (where, unlike a
+// backlog drain, it deletes all along: each round's position is near the
+// end of the log).
+func liveVariants(o *options) []delivery {
+	if o.cleanup {
+		return []delivery{atLeastOnce, {cleanup: true}}
 	}
-	return "at-least-once"
+	return []delivery{atLeastOnce}
+}
+
+// suffix tells apart the work directories (and ids) of a variant's run.
+func (d delivery) suffix() string {
+	if d.cleanup {
+		return "-cleanup"
+	}
+	return ""
+}
+
+// label is a variant's addition to a result row's phase.
+func (d delivery) label() string {
+	if d.cleanup {
+		return ", outbox.cleanup on"
+	}
+	return ""
+}
+
+func (d delivery) String() string {
+	s := "at-least-once"
+	if d.eos {
+		s = "exactly-once"
+	}
+	if d.cleanup {
+		s += ", cleanup on"
+	}
+	return s
 }
 
 func drainsWith(ctx context.Context, o *options, name string, sourceYAML func(i int) string, want int64, d delivery) (runs, usage, error) {
@@ -125,6 +157,11 @@ kafka:
 `, sourceYAML, broker, extra, filepath.Join(dir, "checkpoint.json"))
 	if d.eos {
 		cfg += "  type: kafka\nrelay:\n  name: bench\n  delivery: exactly-once\n"
+	}
+	if d.cleanup {
+		// Rows go as soon as the checkpoint covers them: the cleanup
+		// deletes while the relay drains, its worst case for the stream.
+		cfg += "outbox:\n  cleanup:\n    enabled: true\n    retention: 1ms\n    interval: 100ms\n"
 	}
 	p := filepath.Join(dir, "relay.yaml")
 	return p, os.WriteFile(p, []byte(cfg), 0o600)

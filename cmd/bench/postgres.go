@@ -89,16 +89,19 @@ func benchPostgres(ctx context.Context, o *options) ([]row, error) {
 			return rows, err
 		}
 	}
-	if o.phases["live"] {
-		logf("PostgreSQL live: %d events/s for %v", o.liveRate, o.liveFor)
+	for _, d := range liveVariants(o) {
+		if !o.phases["live"] {
+			break
+		}
+		logf("PostgreSQL live (%s): %d events/s for %v", d, o.liveRate, o.liveFor)
 		slot := p.slotName() // created by the relay at its start
-		res, err := live(ctx, o, "postgres-live", p.sourceYAML(slot), pw, newGen(o.seed+2, "l", o.payload))
+		res, err := liveWith(ctx, o, "postgres-live"+d.suffix(), p.sourceYAML(slot), pw, newGen(o.seed+2, "l"+d.suffix(), o.payload), d)
 		if err != nil {
 			return rows, fmt.Errorf("live: %w", err)
 		}
 		p.dropSlots(ctx)
 		rows = append(rows, row{
-			source: src, phase: fmt.Sprintf("live %d ev/s, %d-row tx", o.liveRate, o.liveTx),
+			source: src, phase: fmt.Sprintf("live %d ev/s, %d-row tx%s", o.liveRate, o.liveTx, d.label()),
 			rows: int64(res.written.events), events: int64(res.written.events), seconds: res.written.took.Seconds(),
 			latency: "commit→ack " + latencyText(res.summary.CommitToAck) + "; e2e " + latencyText(res.e2e),
 			rss:     res.usage.peakRSS, cpu: res.usage.cpu,
@@ -180,6 +183,21 @@ func (p *pgBench) backlog(ctx context.Context, w *pgWriter, name string, noise f
 			relaySlots = append(relaySlots, slot)
 		}
 	}
+	// With --noise-cleanup the noise backlog is drained once more per
+	// repeat, with outbox.cleanup on.
+	var cleanupSlots []string
+	for i := 0; noise > 0 && o.cleanup && i < o.repeat; i++ {
+		slot, _, err := p.createSlot(ctx)
+		if err != nil {
+			return nil, err
+		}
+		cleanupSlots = append(cleanupSlots, slot)
+	}
+	defer func() {
+		for _, slot := range cleanupSlots {
+			p.dropSlot(ctx, slot)
+		}
+	}()
 	profSlot := ""
 	if o.profile != "" {
 		var err error
@@ -238,6 +256,14 @@ func (p *pgBench) backlog(ctx context.Context, w *pgWriter, name string, noise f
 		r.ratio = ratioText(float64(o.rows)/rawSecs, r.rate(), "pg_recvlogical")
 	}
 	rows = append(rows, r)
+	if len(cleanupSlots) > 0 {
+		t, u, err := drainsWith(ctx, o, "postgres-"+name+"-cleanup", func(i int) string { return p.sourceYAML(cleanupSlots[i]) }, int64(st.events), delivery{cleanup: true})
+		if err != nil {
+			return rows, fmt.Errorf("%s with cleanup: %w", name, err)
+		}
+		rows = append(rows, row{source: src, phase: phase + " — relay drain, outbox.cleanup on", rows: int64(o.rows), events: int64(st.events), seconds: t.median(), spread: t.spread(),
+			rss: u.peakRSS, cpu: u.cpu, ratio: ratioText(r.rate(), float64(o.rows)/t.median(), "drain without cleanup")})
+	}
 	if profSlot != "" {
 		prefix := filepath.Join(o.profile, "postgres-"+name)
 		logf("  profiled drain → %s.{cpu,allocs}.pprof", prefix)

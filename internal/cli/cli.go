@@ -64,6 +64,8 @@ func Main(ctx context.Context, args []string, environ []string, stdout, stderr i
 		return ExitUsage
 	case "replay":
 		return cmdReplay(ctx, args[1:], environ, stdout, stderr)
+	case "republish":
+		return cmdRepublish(ctx, args[1:], environ, stdout, stderr)
 	case "version", "--version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help", "-help":

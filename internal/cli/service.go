@@ -8,6 +8,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/internal/cleanup"
 	"github.com/outboxrelay/outboxrelay/internal/config"
 	"github.com/outboxrelay/outboxrelay/internal/metrics"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
@@ -28,9 +29,10 @@ type Service struct {
 	// Metrics is nil when metrics.listen is "".
 	Metrics *metrics.Metrics
 
-	cfg    *config.Config
-	status metrics.StatusSource
-	ln     net.Listener
+	cfg     *config.Config
+	status  metrics.StatusSource
+	ln      net.Listener
+	cleaner *cleanup.Cleaner // nil: outbox.cleanup is off
 }
 
 // NewService wires the components named by cfg. Nothing connects yet.
@@ -78,6 +80,18 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 		}
 		s.Metrics, s.status = m, src
 	}
+	if cfg.Outbox.Cleanup.Enabled {
+		// The cleanup deletes only what the durable position covers: it
+		// hears of every position the relay makes durable.
+		d := &durable{store: store}
+		rstore = savingStore{Store: rstore, d: d}
+		if prev := rcfg.OnCommit; prev != nil {
+			rcfg.OnCommit = func(cp checkpoint.Checkpoint) { prev(cp); d.saved(cp) }
+		} else {
+			rcfg.OnCommit = d.saved
+		}
+		s.cleaner = newCleaner(cfg, src, d, s.Metrics, log)
+	}
 	s.Relay = relay.New(rcfg, rsrc, newSink, rstore, mapper, log.With().Str("component", "relay").Logger())
 	return s, nil
 }
@@ -110,7 +124,21 @@ func (s *Service) Run(ctx context.Context) error {
 		stop := s.Metrics.Serve(s.ln, s.status)
 		defer stop()
 	}
-	return s.Relay.Run(ctx)
+	if s.cleaner == nil {
+		return s.Relay.Run(ctx)
+	}
+	// The cleanup lives as long as the relay, on its own connection; it
+	// never stops the relay (it retries its own failures).
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.cleaner.Run(cctx)
+	}()
+	err := s.Relay.Run(ctx)
+	cancel()
+	<-done
+	return err
 }
 
 // relaySource is a source as the relay opens it: with fixed options (a

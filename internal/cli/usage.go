@@ -20,6 +20,7 @@ Usage:
   outboxrelay checkpoint set --config FILE --to POSITION [--dry-run]
   outboxrelay checkpoint import --config FILE --file PATH [--dry-run] [--force]
   outboxrelay replay --config FILE --from POSITION [--to POSITION] [--topic-override TOPIC] [--server-id ID]
+  outboxrelay republish --config FILE (--from-id ID --to-id ID | --since TIME --until TIME | --ids ID,…) [--table TABLE] [--position POSITION] [--dry-run] [--force]
   outboxrelay version
 
 Every command takes --help. Exit codes: 0 ok, 1 failure, 2 bad arguments or configuration.
@@ -89,6 +90,30 @@ touched.
   --to POSITION           stop before the first transaction that begins at or after this position (default: the server's position now)
   --topic-override TOPIC  send every record to this topic instead of the mapped one
   --server-id ID          MySQL: the replay's replica server_id (default: a free one picked by the relay)
+`,
+	"republish": `usage: outboxrelay republish --config FILE (--from-id ID --to-id ID | --since TIME --until TIME | --ids ID,…) [--table TABLE] [--position POSITION] [--dry-run] [--force]
+
+Publishes outbox rows read from the outbox tables themselves — when the
+log that held them is gone (see docs/operations.md, "Position lost") —
+mapped as the relay maps them (topic, key, headers), each with the header
+outboxrelay-republish: true and without outboxrelay-position/-index. The
+selectors combine; rows are read by event id, 500 at a time. Refused while
+a relay holds the file checkpoint's lock (its records would race these)
+unless --force; the checkpoint is not touched. With --position the records
+carry that position instead (outboxrelay-index from 1000000000), so that
+consumers checking versions order them: the lost checkpoint's, when
+re-publishing a gap (docs/operations.md).
+
+  --config FILE        the YAML configuration (required)
+  --from-id ID         the smallest event id to publish (inclusive, in the id column's order)
+  --to-id ID           the largest event id to publish (inclusive)
+  --since TIME         rows whose outbox.cleanup.column is at or after TIME (RFC 3339, e.g. 2026-12-02T04:00:00Z)
+  --until TIME         rows whose outbox.cleanup.column is before TIME (RFC 3339)
+  --ids ID,…           exactly these event ids (comma-separated)
+  --table TABLE        only this outbox table (schema.table; default: every outbox table)
+  --position POSITION  the outboxrelay-position the records carry (default: none)
+  --dry-run            print the count and the id and time range per table; publish nothing
+  --force              publish even while a relay holds the checkpoint lock
 `,
 	"version": `usage: outboxrelay version
 

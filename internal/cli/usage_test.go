@@ -20,7 +20,7 @@ func TestHelpForEveryCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, cmd := range []string{"run", "check", "checkpoint show", "checkpoint set", "checkpoint import", "replay", "version"} {
+	for _, cmd := range []string{"run", "check", "checkpoint show", "checkpoint set", "checkpoint import", "replay", "republish", "version"} {
 		for _, flag := range []string{"--help", "-h"} {
 			args := append(strings.Fields(cmd), flag)
 			var out, errb bytes.Buffer

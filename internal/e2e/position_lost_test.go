@@ -51,7 +51,7 @@ func TestIntegrationMySQLBinlogPurged(t *testing.T) {
 // purgeTo purges the binlogs before newest. MariaDB silently keeps a file a
 // replica's dump thread still reads, and the stopped relay's thread lives
 // until its next heartbeat finds the socket closed: retry until it is gone.
-func purgeTo(t *testing.T, db *testdb.MySQL, newest string) {
+func purgeTo(t testing.TB, db *testdb.MySQL, newest string) {
 	t.Helper()
 	c := db.Conn(t)
 	deadline := time.Now().Add(30 * time.Second)

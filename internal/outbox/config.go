@@ -89,6 +89,8 @@ type Config struct {
 	// Tables overrides the mapping per outbox table ("schema.table"): a set
 	// key replaces the default one; columns are merged one by one.
 	Tables map[string]Mapping `yaml:"tables"`
+	// Cleanup deletes delivered rows (off by default; cleanup.go).
+	Cleanup Cleanup `yaml:"cleanup"`
 }
 
 // SetDefaults fills the zero fields with their defaults.
@@ -97,6 +99,7 @@ func (c *Config) SetDefaults() {
 	if c.OnBadRow == "" {
 		c.OnBadRow = PolicyFail
 	}
+	c.Cleanup.SetDefaults()
 	for name, m := range c.Tables {
 		m.setDefaults(&c.Mapping)
 		c.Tables[name] = m
@@ -156,6 +159,11 @@ func (c *Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("on_bad_row: %q is not one of fail, skip, dead-letter", c.OnBadRow))
+	}
+	if err := c.Cleanup.Validate(); err != nil {
+		for _, e := range strings.Split(err.Error(), "\n") {
+			errs = append(errs, errors.New("cleanup."+e))
+		}
 	}
 	names := make([]string, 0, len(c.Tables))
 	for n := range c.Tables {

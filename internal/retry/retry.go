@@ -21,6 +21,11 @@ type Op func(ctx context.Context, healthy func()) error
 type Policy struct {
 	Initial time.Duration // default 500ms
 	Max     time.Duration // default 30s
+	// Failing and Recovered are the lines logged when an outage starts
+	// and ends. Defaults: the relay's ("transient failure; retrying from
+	// the last checkpoint with backoff", "recovered: the checkpoint moves
+	// again").
+	Failing, Recovered string
 }
 
 // Do runs op until it returns nil, ctx ends, or it fails permanently
@@ -36,6 +41,13 @@ func Do(ctx context.Context, log zerolog.Logger, p Policy, op Op) error {
 		b.MaxInterval = p.Max
 	}
 	b.MaxElapsedTime = 0 // a relay waits out any outage
+	failing, recovered := "transient failure; retrying from the last checkpoint with backoff", "recovered: the checkpoint moves again"
+	if p.Failing != "" {
+		failing = p.Failing
+	}
+	if p.Recovered != "" {
+		recovered = p.Recovered
+	}
 	b.Reset()
 
 	// One warning when an outage starts and one line when it ends: the
@@ -47,7 +59,7 @@ func Do(ctx context.Context, log zerolog.Logger, p Policy, op Op) error {
 	healthy := func() {
 		b.Reset()
 		if outage {
-			log.Info().Str("outage", time.Since(since).Round(time.Millisecond).String()).Int("attempts", attempts).Msg("recovered: the checkpoint moves again")
+			log.Info().Str("outage", time.Since(since).Round(time.Millisecond).String()).Int("attempts", attempts).Msg(recovered)
 			outage, attempts = false, 0
 		}
 	}
@@ -61,7 +73,7 @@ func Do(ctx context.Context, log zerolog.Logger, p Policy, op Op) error {
 		}
 		attempts++
 		if !outage {
-			log.Warn().Err(err).Msg("transient failure; retrying from the last checkpoint with backoff")
+			log.Warn().Err(err).Msg(failing)
 			outage, since = true, time.Now()
 		} else {
 			log.Debug().Err(err).Int("attempt", attempts).Msg("still failing")
