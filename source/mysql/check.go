@@ -14,6 +14,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/schema"
 	"github.com/outboxrelay/outboxrelay/source"
+	"github.com/outboxrelay/outboxrelay/source/snapshot"
 )
 
 // Preflight checks (outboxrelay check) read the server's settings, the
@@ -299,6 +300,9 @@ func (p *prober) retention(ctx context.Context, s *Source, pos string, saved tim
 	raise := "SET PERSIST binlog_expire_logs_seconds = 604800 (7 days; longer than any relay outage you could sleep through)"
 	if p.mariadb() {
 		raise = "SET GLOBAL binlog_expire_logs_seconds = 604800 and the same under [mariadbd] in the configuration file (7 days; longer than any relay outage you could sleep through)"
+	}
+	if snapshot.IsPending(pos) {
+		return preflight.Pass(name, "%s; the initial snapshot is pending: the next start takes it again and streams from its position", retText)
 	}
 	if pos == "" {
 		if ret > 0 && ret < 24*3600 {

@@ -445,7 +445,14 @@ func (s *Source) Open(ctx context.Context, from string, o source.OpenOptions) (s
 }
 
 // StartNote implements source.Source.
-func (s *Source) StartNote() string { return "the replication slot's confirmed_flush_lsn" }
+func (s *Source) StartNote() string {
+	cfg := s.cfg
+	cfg.SetDefaults()
+	if cfg.Start == StartSnapshot {
+		return "source.postgres.start (snapshot): the rows of the outbox tables, then the slot created with that snapshot (an existing slot's confirmed_flush_lsn)"
+	}
+	return "the replication slot's confirmed_flush_lsn"
+}
 
 // Number implements source.Source: the LSN.
 func (s *Source) Number(pos string) (float64, bool) {

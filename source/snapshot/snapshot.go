@@ -40,6 +40,17 @@ func Attempt(pos string) string {
 	return a
 }
 
+// PendingNote is what position tools (checkpoint show, check) say of a
+// pending checkpoint.
+const PendingNote = "the checkpoint says the initial snapshot (start: snapshot) is not complete: the next start takes it again from the beginning, then streams from where it was taken"
+
+// NotSettable is Source.Check's refusal of a pending position: it is not
+// a place in the log, and moving a checkpoint to it would take a snapshot
+// again over a slot or binlog position that has delivered.
+func NotSettable(pos string) error {
+	return fmt.Errorf("%q is the position of a pending initial snapshot, not a place in the log: it cannot be set or imported. To take a snapshot again, stop the relay, delete its checkpoint (Postgres: and drop its slot), and start it with start: snapshot", pos)
+}
+
 // marker is the pending position as a source.TxStart: every point inside
 // the snapshot is the snapshot's start, never a resumable row count.
 type marker string
