@@ -416,6 +416,20 @@ func checkTotal(t *testing.T, b *devbroker.Broker, n int) {
 	}
 }
 
+// collectNoMore returns every record visible to read_committed once n
+// have arrived, failing t if there are more than n (it waits 10s for one
+// more).
+func collectNoMore(t *testing.T, b *devbroker.Broker, n int) []devbroker.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recs, err := devbroker.CollectN(ctx, []string{b.Addr()}, `outbox\.event\..*`, n+1)
+	if err == nil || len(recs) != n {
+		t.Errorf("read_committed consumers see %d records, want exactly %d (%v)", len(recs), n, err)
+	}
+	return recs
+}
+
 // waitFileLog waits until the log file holds s.
 func waitFileLog(t *testing.T, path, s string, within time.Duration) {
 	t.Helper()
@@ -448,4 +462,43 @@ func TestIntegrationPostgresSnapshotKill(t *testing.T) {
 func TestIntegrationMySQLSnapshotKill(t *testing.T) {
 	t.Parallel()
 	runSnapshotKill(t, mysqlSnapshotTarget(t))
+}
+
+// runSnapshotExactlyOnce: start: snapshot under relay.delivery:
+// exactly-once (positions in Kafka, committed with the records, many of
+// them "snapshot" while the snapshot runs): a read_committed consumer
+// sees every row once, and the committed position moves past the
+// snapshot.
+func runSnapshotExactlyOnce(t *testing.T, tg snapshotTarget) {
+	const rows = 20_000
+	tg.bulk(t, rows)
+	broker := startBroker(t, 3)
+	name := "snapeos"
+	yaml := withKafkaStore(t, tg.yaml(broker.Addr(), filepath.Join(t.TempDir(), "unused.json")), name,
+		"  delivery: exactly-once\n  commit_max_records: 1000\n")
+	w := startWriters(t, tg)
+	relay := startRelay(t, yaml)
+	waitLogWithin(t, relay, "snapshot read; the stream continues from its position", 90*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	live := w.finish(t)
+	want := snapshotWant(rows, live)
+	collect(t, broker, len(want), 2*time.Minute)
+	relay.stop(t)
+	recs := collectNoMore(t, broker, len(want))
+	verifySnapshotRecords(t, recs, want, true)
+	cp := kafkaPosition(t, broker.Addr(), name)
+	if snapshot.IsPending(cp.Position) {
+		t.Fatalf("committed position after the snapshot is still %q", cp.Position)
+	}
+	t.Logf("%d records (%d written during the run), committed position %s", len(recs), len(live), cp.Position)
+}
+
+func TestIntegrationPostgresSnapshotExactlyOnce(t *testing.T) {
+	t.Parallel()
+	runSnapshotExactlyOnce(t, postgresSnapshotTarget(t))
+}
+
+func TestIntegrationMySQLSnapshotExactlyOnce(t *testing.T) {
+	t.Parallel()
+	runSnapshotExactlyOnce(t, mysqlSnapshotTarget(t))
 }
