@@ -105,8 +105,8 @@ func (s *Source) Resolve(ctx context.Context) (string, error) {
 	if cfg.Start == "snapshot" {
 		// Stored before anything is sent: until the snapshot's last row
 		// is acknowledged, every restart takes it again (Open).
-		if _, err := snapshotStatements(si.flavor); err != nil {
-			return "", err
+		if si.flavor == gomysql.MySQLFlavor && cfg.SnapshotLock == "" {
+			return "", source.Permanent(ErrSnapshotMySQL)
 		}
 		warnPreparedXA(conn, s.log)
 		return snapshot.Pending, nil

@@ -26,19 +26,26 @@ import (
 // is in the binlog from there. The relay reads the outbox tables in that
 // transaction, then streams from that position (with its GTID state).
 //
-// MySQL has no such status variables. Its documented way is a short global
-// read lock around the snapshot's start (FLUSH TABLES WITH READ LOCK;
-// START TRANSACTION WITH CONSISTENT SNAPSHOT; SHOW MASTER STATUS; UNLOCK
-// TABLES), which needs RELOAD and stalls every writer meanwhile: the relay
-// does not take it on its own (see mysqlSnapshotStart and
-// docs/configuration.md).
+// MySQL has no such status variables. Its documented way, and the one
+// taken with snapshot_lock: flush-tables, is a short global read lock
+// around the snapshot's start: FLUSH TABLES WITH READ LOCK; START
+// TRANSACTION WITH CONSISTENT SNAPSHOT; SHOW BINARY LOG STATUS; UNLOCK
+// TABLES. No transaction commits while the lock is held, so the position
+// and the GTID set read under it are those of the snapshot. It needs
+// RELOAD and stalls every writer meanwhile: the relay takes it only when
+// configured to.
 
-// ErrSnapshotMySQL is the refusal of start: snapshot on MySQL.
-var ErrSnapshotMySQL = errors.New("start: snapshot is implemented for MariaDB only: MySQL has no binlog_snapshot_file/binlog_snapshot_position, and a consistent start there needs a global read lock (FLUSH TABLES WITH READ LOCK, RELOAD privilege) that the relay does not take. Use start: current, and publish the rows that exist before the first start by another means (docs/operations.md: first start with existing rows)")
+// SnapshotLockFlushTables is source.mysql.snapshot_lock's FLUSH TABLES
+// WITH READ LOCK.
+const SnapshotLockFlushTables = "flush-tables"
+
+// ErrSnapshotMySQL is the refusal of start: snapshot on MySQL without
+// snapshot_lock.
+var ErrSnapshotMySQL = errors.New("start: snapshot on MySQL needs source.mysql.snapshot_lock: flush-tables: MySQL has no binlog_snapshot_file/binlog_snapshot_position, so the relay must hold FLUSH TABLES WITH READ LOCK (RELOAD privilege; every writer waits meanwhile, for the instant it takes to start the snapshot) to find the snapshot's binlog position. Set it, or use start: current (docs/operations.md: first start with existing rows)")
 
 // snapshotStatements are what a snapshot's connection runs, in order,
-// before it reads the tables, per flavor; the position comes from the
-// last one.
+// before it reads the tables: MariaDB reads the position with the last
+// one. MySQL runs mysqlLocked's instead.
 func snapshotStatements(flavor string) ([]string, error) {
 	switch flavor {
 	case gomysql.MariaDBFlavor:
@@ -51,6 +58,40 @@ func snapshotStatements(flavor string) ([]string, error) {
 		}, nil
 	}
 	return nil, source.Permanent(ErrSnapshotMySQL)
+}
+
+// mysqlLocked starts the snapshot's transaction on MySQL under FLUSH
+// TABLES WITH READ LOCK, reads the binlog position with status (SHOW
+// BINARY LOG STATUS, with its GTID set) while the lock holds, and always
+// unlocks. Unit-tested against a fake connection only: no MySQL server in
+// this project's test environment.
+func mysqlLocked(conn execer, status func() (Position, error)) (p Position, err error) {
+	for _, q := range []string{
+		"SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'NO_BACKSLASH_ESCAPES', '')",
+		"SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+		// A long-running statement would hold the lock's wait, and every
+		// writer queued behind it: give up instead (and retry).
+		"SET SESSION lock_wait_timeout = 10",
+	} {
+		if _, err := conn.Execute(q); err != nil {
+			return p, fmt.Errorf("snapshot: %s: %w", q, err)
+		}
+	}
+	if _, err := conn.Execute("FLUSH TABLES WITH READ LOCK"); err != nil {
+		return p, fmt.Errorf("snapshot: FLUSH TABLES WITH READ LOCK (needs the RELOAD privilege; snapshot_lock: flush-tables): %w", err)
+	}
+	defer func() {
+		if _, uerr := conn.Execute("UNLOCK TABLES"); uerr != nil && err == nil {
+			err = fmt.Errorf("snapshot: UNLOCK TABLES: %w", uerr)
+		}
+	}()
+	if _, err := conn.Execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"); err != nil {
+		return p, fmt.Errorf("snapshot: START TRANSACTION WITH CONSISTENT SNAPSHOT: %w", err)
+	}
+	if p, err = status(); err != nil {
+		return p, fmt.Errorf("snapshot: read the binlog position under the lock: %w", err)
+	}
+	return p, nil
 }
 
 // OpenSnapshot takes the snapshot for a relay whose checkpoint is pending
@@ -72,9 +113,11 @@ func OpenSnapshot(ctx context.Context, cfg Config, log zerolog.Logger, pending s
 	if err != nil {
 		return nil, err
 	}
-	stmts, err := snapshotStatements(si.flavor)
-	if err != nil {
-		return nil, err
+	var stmts []string
+	if si.flavor != gomysql.MySQLFlavor || cfg.SnapshotLock == "" {
+		if stmts, err = snapshotStatements(si.flavor); err != nil {
+			return nil, err
+		}
 	}
 	rep, err := readOutboxTables(conn, filter)
 	if err != nil {
@@ -92,12 +135,17 @@ func OpenSnapshot(ctx context.Context, cfg Config, log zerolog.Logger, pending s
 	if err != nil {
 		return nil, err
 	}
-	end, err := startSnapshot(snap, stmts)
+	var end Position
+	if stmts == nil {
+		end, err = mysqlLocked(snap, func() (Position, error) { return currentPosition(snap, si) })
+	} else {
+		end, err = startSnapshot(snap, stmts)
+	}
 	if err != nil {
 		snap.Close()
 		return nil, err
 	}
-	if si.gtidEnabled {
+	if si.gtidEnabled && si.flavor == gomysql.MariaDBFlavor {
 		g, err := binlogGTIDPos(conn, end)
 		if err != nil {
 			snap.Close()

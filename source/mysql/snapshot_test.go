@@ -109,4 +109,64 @@ func TestSnapshotConfig(t *testing.T) {
 	if err := c.Validate(); err == nil || !errors.Is(err, ErrSnapshotMySQL) {
 		t.Fatalf("start: snapshot with flavor mysql: %v; want the refusal", err)
 	}
+	c.SnapshotLock = SnapshotLockFlushTables
+	if err := c.Validate(); err != nil {
+		t.Fatalf("start: snapshot with flavor mysql and snapshot_lock: %v", err)
+	}
+	c.SnapshotLock = "instance"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "snapshot_lock") {
+		t.Fatalf("snapshot_lock: instance: %v", err)
+	}
+}
+
+// TestSnapshotMySQLLock: NOT against a live server (this project runs no
+// MySQL): it pins the order of MySQL's statements — the snapshot's
+// transaction starts and the binlog position is read while FLUSH TABLES
+// WITH READ LOCK holds, so no commit falls between them — and that the
+// lock is released whatever fails.
+func TestSnapshotMySQLLock(t *testing.T) {
+	t.Parallel()
+	want := Position{File: "binlog.000012", Offset: 157}.WithGTID("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5")
+	for _, tc := range []struct {
+		name, failAt string
+		statusErr    error
+	}{
+		{name: "ok"},
+		{name: "start fails", failAt: "START TRANSACTION"},
+		{name: "status fails", statusErr: errors.New("access denied")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeConn{failAt: tc.failAt}
+			p, err := mysqlLocked(f, func() (Position, error) {
+				f.ran = append(f.ran, "SHOW BINARY LOG STATUS")
+				return want, tc.statusErr
+			})
+			at := map[string]int{}
+			for i, q := range f.ran {
+				for _, k := range []string{"FLUSH TABLES WITH READ LOCK", "START TRANSACTION WITH CONSISTENT SNAPSHOT", "SHOW BINARY LOG STATUS", "UNLOCK TABLES"} {
+					if strings.HasPrefix(q, k) {
+						at[k] = i + 1
+					}
+				}
+			}
+			if at["FLUSH TABLES WITH READ LOCK"] == 0 || at["UNLOCK TABLES"] == 0 || at["UNLOCK TABLES"] != len(f.ran) {
+				t.Fatalf("statements %q: want the lock taken and UNLOCK TABLES last", f.ran)
+			}
+			if tc.failAt == "" && tc.statusErr == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				lock, start, status := at["FLUSH TABLES WITH READ LOCK"], at["START TRANSACTION WITH CONSISTENT SNAPSHOT"], at["SHOW BINARY LOG STATUS"]
+				if !(lock < start && start < status && status < at["UNLOCK TABLES"]) {
+					t.Fatalf("statements %q: want lock, start transaction, binlog status, unlock", f.ran)
+				}
+				if p.String() != want.String() {
+					t.Fatalf("position %s, want %s", p, want)
+				}
+			} else if err == nil {
+				t.Fatal("no error")
+			}
+		})
+	}
 }
