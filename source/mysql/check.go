@@ -51,7 +51,7 @@ func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time, o s
 		connectCheck = preflight.Fail("mysql.connect", fmt.Sprintf("source.mysql.flavor is %s but the server is %s (%s)", cfg.Flavor, p.flavor, p.version),
 			fmt.Sprintf("set source.mysql.flavor: %s, or leave it empty to detect it", p.flavor))
 	}
-	return []preflight.Check{
+	checks := []preflight.Check{
 		connectCheck,
 		tlsCheck(conn, &cfg),
 		p.logBin(),
@@ -66,6 +66,10 @@ func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time, o s
 		p.grantReplicationSlave(),
 		p.grantBinlogMonitor(),
 	}
+	if c, ok := p.snapshotCheck(pos); ok {
+		checks = append(checks, c)
+	}
+	return checks
 }
 
 // prober holds what the checks read once.

@@ -76,6 +76,9 @@ func (s *Source) Preflight(ctx context.Context, pos string, _ time.Time, o sourc
 	tables, tablesCheck := pgTables(ctx, conn, cfg, f.database, o.CheckTable)
 	checks = append(checks, tablesCheck, pgPublication(ctx, conn, cfg, &f, tables, tablesCheck.OK))
 	checks = append(checks, pgSlot(cfg, &f, slot, slotExists, slotErr, activePID, pos), pgSlotWAL(cfg, &f, slot, slotExists, retained))
+	if c, ok := pgSnapshot(ctx, conn, cfg, tables, pos); ok {
+		checks = append(checks, c)
+	}
 	return checks
 }
 
