@@ -36,8 +36,10 @@ type snapshotTarget struct {
 	// writer returns a function that commits one transaction of the
 	// given rows (ids) on a connection of its own.
 	writer func(t *testing.T) func(ids []string) error
-	// pending: the relay logs this while it takes the snapshot again.
+	// again: the relay logs this while it takes the snapshot again.
 	again string
+	// compare orders positions of the source.
+	compare func(a, b string) (int, error)
 }
 
 func mysqlSnapshotTarget(t *testing.T) snapshotTarget {
@@ -58,7 +60,8 @@ func mysqlSnapshotTarget(t *testing.T) snapshotTarget {
 				return err
 			}
 		},
-		again: "snapshot of the outbox tables started",
+		again:   "snapshot of the outbox tables started",
+		compare: mysqlCompare,
 	}
 }
 
@@ -78,7 +81,8 @@ func postgresSnapshotTarget(t *testing.T) snapshotTarget {
 				return err
 			}
 		},
-		again: "dropped the slot it created and taking the snapshot again",
+		again:   "dropped the slot it created and taking the snapshot again",
+		compare: postgresCompare,
 	}
 }
 
@@ -251,6 +255,45 @@ func sortRecords(recs []devbroker.Record) {
 	sort.SliceStable(recs, func(i, j int) bool { return less(recs[i], recs[j]) })
 }
 
+// checkSnapshotFirst: every snapshot record's version (position, index)
+// is older than every streamed record's, as consumers that drop stale
+// versions (the inbox package) need.
+func checkSnapshotFirst(t *testing.T, recs []devbroker.Record, compare func(a, b string) (int, error)) {
+	t.Helper()
+	var snapMax, streamMin string
+	for _, r := range recs {
+		pos, _ := r.Header(outbox.HeaderPosition)
+		if i := strings.IndexByte(pos, '@'); i >= 0 {
+			pos = pos[:i]
+		}
+		snap, _ := r.Header(outbox.HeaderSnapshot)
+		if snap == "true" {
+			if snapMax == "" {
+				snapMax = pos
+			} else if c, err := compare(pos, snapMax); err != nil {
+				t.Fatal(err)
+			} else if c > 0 {
+				snapMax = pos
+			}
+			continue
+		}
+		if streamMin == "" {
+			streamMin = pos
+		} else if c, err := compare(pos, streamMin); err != nil {
+			t.Fatal(err)
+		} else if c < 0 {
+			streamMin = pos
+		}
+	}
+	if snapMax == "" || streamMin == "" {
+		t.Fatalf("snapshot records up to %q, streamed from %q: want both", snapMax, streamMin)
+	}
+	if c, err := compare(snapMax, streamMin); err != nil || c >= 0 {
+		t.Fatalf("snapshot records' position %s is not before the first streamed record's %s (%v): consumers would drop streamed records as stale", snapMax, streamMin, err)
+	}
+	t.Logf("snapshot records at %s, streamed records from %s", snapMax, streamMin)
+}
+
 // runSnapshot: 100k rows exist before the first start; writers keep
 // committing during the snapshot and after it; every row arrives exactly
 // once. A restart then streams on without a second snapshot.
@@ -291,6 +334,7 @@ func runSnapshot(t *testing.T, tg snapshotTarget) {
 		}
 	}
 	t.Logf("%d records, %d of them from the snapshot, checkpoint %s, in %s", len(recs), snapped, cp.Position, time.Since(began).Round(time.Millisecond))
+	checkSnapshotFirst(t, recs, tg.compare)
 	// Rows committed after the snapshot was taken come from the stream.
 	if snapped < snapshotRows || snapped >= len(want) {
 		t.Fatalf("%d snapshot records of %d: want every row written before the first start, and not the rows committed after the snapshot", snapped, len(want))

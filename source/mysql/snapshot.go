@@ -160,7 +160,10 @@ func OpenSnapshot(ctx context.Context, cfg Config, log zerolog.Logger, pending s
 	log.Info().Strs("tables", names).Str("stream_from", end.String()).Msg("snapshot of the outbox tables started (START TRANSACTION WITH CONSISTENT SNAPSHOT)")
 	return snapshot.New(snapshot.Options{
 		Scanner: &scanner{conn: snap, tables: rep.tables, keys: keys, log: log},
-		ID:      txID(end.File, end.Offset),
+		// Right before the stream's first transaction (whose id is
+		// txID(end.File, end.Offset)): consumers ordering by (position,
+		// index) must see every snapshot record as older than it.
+		ID:      txID(end.File, end.Offset-1),
 		Pending: pending,
 		End:     end,
 		Open: func(ctx context.Context) (source.Reader, error) {

@@ -101,7 +101,10 @@ func openSnapshot(ctx context.Context, cfg, raw Config, log zerolog.Logger, pend
 	log.Info().Strs("tables", names).Str("stream_from", end.String()).Msg("snapshot of the outbox tables started")
 	return snapshot.New(snapshot.Options{
 		Scanner: sc,
-		ID:      end.String(),
+		// Right before the consistent point, where the first streamed
+		// transaction's id (its commit record) can be: consumers ordering
+		// by (position, index) must see every snapshot record as older.
+		ID:      Position{LSN: consistent - 1}.String(),
 		Pending: pending,
 		End:     end,
 		Open: func(ctx context.Context) (source.Reader, error) {

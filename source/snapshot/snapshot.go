@@ -82,9 +82,10 @@ type Scanner interface {
 type Options struct {
 	// Scanner reads the tables.
 	Scanner Scanner
-	// ID is the Tx.ID of the snapshot's pieces: the text of the position
-	// the stream starts from, so that records of the snapshot order before
-	// every streamed transaction (consumers compare positions).
+	// ID is the Tx.ID of the snapshot's pieces: a position right before
+	// the stream's start, so that records of the snapshot order before
+	// every streamed transaction — even one whose id is the start itself —
+	// for consumers that compare (position, index).
 	ID string
 	// Pending is the checkpoint text while the snapshot is not complete
 	// (Pending, or Pending+"@"+attempt).
