@@ -369,17 +369,24 @@ func TestIntegrationMySQLSnapshot(t *testing.T) {
 // the middle of its snapshot while writers commit; the restarted relay
 // takes the snapshot again and nothing is lost. Duplicates are allowed,
 // and only of snapshot records (docs/operations.md: crash during the
-// snapshot).
-func runSnapshotKill(t *testing.T, tg snapshotTarget) {
+// snapshot) — under exactly-once too, for read_committed consumers.
+func runSnapshotKill(t *testing.T, tg snapshotTarget, eos bool) {
 	bin := relayBinary(t)
 	tg.bulk(t, snapshotRows)
 	broker := startBroker(t, 3)
 	dir := t.TempDir()
 	cpPath := filepath.Join(dir, "checkpoint.json")
 	cfgPath := writeConfig(t, dir, "relay.yaml", tg.yaml(broker.Addr(), cpPath))
+	var env []string
+	position := func() string { return readCheckpoint(t, cpPath) }
+	if eos {
+		const name = "snapkill"
+		env = exactlyOnceEnv(name)
+		position = func() string { return loadPosition(t, kafkaPositions(t, broker.Addr(), name)) }
+	}
 
 	w := startWriters(t, tg)
-	c := startChild(t, bin, cfgPath, "", filepath.Join(dir, "run1.log"))
+	c := startChild(t, bin, cfgPath, "", filepath.Join(dir, "run1.log"), env...)
 	// Kill once some of the snapshot is in Kafka, well before all of it.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -394,15 +401,14 @@ func runSnapshotKill(t *testing.T, tg snapshotTarget) {
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGKILL)
 	<-c.done
-	cp := readCheckpoint(t, cpPath)
+	cp := position()
 	if !snapshot.IsPending(cp) {
 		t.Fatalf("after the kill the checkpoint is %q: the kill came after the snapshot completed (make the snapshot larger)", cp)
 	}
-	sent := totalRecords(t, broker)
-	t.Logf("killed during the snapshot: %d records sent, checkpoint %q", sent, cp)
+	t.Logf("killed during the snapshot: %d records produced, checkpoint %q", totalRecords(t, broker), cp)
 
 	log2 := filepath.Join(dir, "run2.log")
-	c2 := startChild(t, bin, cfgPath, "", log2)
+	c2 := startChild(t, bin, cfgPath, "", log2, env...)
 	running := true
 	stop := func() error {
 		if !running {
@@ -418,14 +424,47 @@ func runSnapshotKill(t *testing.T, tg snapshotTarget) {
 	live := w.finish(t)
 	want := snapshotWant(snapshotRows, live)
 	waitFileLog(t, log2, tg.again, time.Second)
+	waitSeen(t, broker, want, 2*time.Minute)
 	if err := stop(); err != nil {
 		t.Errorf("second run: %v", err)
 	}
-	recs := collect(t, broker, totalRecords(t, broker), 2*time.Minute)
+	var recs []devbroker.Record
+	if eos {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var err error
+		if recs, err = devbroker.CollectUntilIdle(ctx, []string{broker.Addr()}, `outbox\.event\..*`, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		recs = collect(t, broker, totalRecords(t, broker), 2*time.Minute)
+	}
 	dups := verifySnapshotRecords(t, recs, want, false)
 	t.Logf("%d records for %d rows: %d duplicates (snapshot records sent again after the kill)", len(recs), len(want), dups)
-	if cp := readCheckpoint(t, cpPath); snapshot.IsPending(cp) {
+	if cp := position(); snapshot.IsPending(cp) {
 		t.Fatalf("checkpoint after the second run is still %q", cp)
+	}
+}
+
+// waitSeen consumes (read_committed) until every id of want has arrived.
+func waitSeen(t *testing.T, b *devbroker.Broker, want []string, within time.Duration) {
+	t.Helper()
+	need := make(map[string]bool, len(want))
+	for _, id := range want {
+		need[id] = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	err := devbroker.Consume(ctx, []string{b.Addr()}, `outbox\.event\..*`, func(r devbroker.Record) error {
+		id, _ := r.Header(outbox.HeaderID)
+		delete(need, id)
+		if len(need) == 0 {
+			return devbroker.ErrStop
+		}
+		return nil
+	})
+	if len(need) > 0 {
+		t.Fatalf("%d of %d rows did not arrive within %s (%v)", len(need), len(want), within, err)
 	}
 }
 
@@ -500,12 +539,22 @@ func tail(s string, n int) string {
 
 func TestIntegrationPostgresSnapshotKill(t *testing.T) {
 	t.Parallel()
-	runSnapshotKill(t, postgresSnapshotTarget(t))
+	runSnapshotKill(t, postgresSnapshotTarget(t), false)
 }
 
 func TestIntegrationMySQLSnapshotKill(t *testing.T) {
 	t.Parallel()
-	runSnapshotKill(t, mysqlSnapshotTarget(t))
+	runSnapshotKill(t, mysqlSnapshotTarget(t), false)
+}
+
+func TestIntegrationPostgresSnapshotKillExactlyOnce(t *testing.T) {
+	t.Parallel()
+	runSnapshotKill(t, postgresSnapshotTarget(t), true)
+}
+
+func TestIntegrationMySQLSnapshotKillExactlyOnce(t *testing.T) {
+	t.Parallel()
+	runSnapshotKill(t, mysqlSnapshotTarget(t), true)
 }
 
 // runSnapshotExactlyOnce: start: snapshot under relay.delivery:
