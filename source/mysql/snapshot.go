@@ -233,7 +233,7 @@ func primaryKeys(conn *client.Conn, tables []*schema.Table) ([][]string, error) 
 		}
 		r.Close()
 		if len(out[i]) == 0 {
-			return nil, source.Permanent(fmt.Errorf("start: snapshot: outbox table %s has no primary key, which the snapshot reads it in pages by: add one (ALTER TABLE %s ADD PRIMARY KEY (…)), or use start: current", t.FullName(), quoteTable(t)))
+			return nil, source.Permanent(fmt.Errorf("start: snapshot: outbox table %s has no primary key, and the snapshot reads a table in pages by its primary key: add one (ALTER TABLE %s ADD PRIMARY KEY (…)), or use start: current", t.FullName(), quoteTable(t)))
 		}
 	}
 	return out, nil
