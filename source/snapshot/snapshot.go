@@ -116,7 +116,7 @@ type Reader struct {
 
 	mu     sync.Mutex    // guards stream: Ack comes from another goroutine
 	stream source.Reader // once the snapshot is handed out
-	ended  bool          // the last piece (with End) was handed out; Next's
+	ended  bool          // the last piece (with End) was handed out (Next only)
 }
 
 // New starts reading the snapshot in the background.
