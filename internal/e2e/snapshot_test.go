@@ -406,6 +406,15 @@ func runSnapshotKill(t *testing.T, tg snapshotTarget, eos bool) {
 		t.Fatalf("after the kill the checkpoint is %q: the kill came after the snapshot completed (make the snapshot larger)", cp)
 	}
 	t.Logf("killed during the snapshot: %d records produced, checkpoint %q", totalRecords(t, broker), cp)
+	if !eos {
+		// The position tools read a pending checkpoint and say what it means.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		code, out, errOut := runCLI(ctx, "checkpoint", "show", "--config", cfgPath)
+		cancel()
+		if code != 0 || !strings.Contains(out, snapshot.PendingNote) {
+			t.Errorf("checkpoint show on a pending snapshot: exit %d\n%s%s", code, out, errOut)
+		}
+	}
 
 	log2 := filepath.Join(dir, "run2.log")
 	c2 := startChild(t, bin, cfgPath, "", log2, env...)
