@@ -74,6 +74,10 @@ type Tx struct {
 	// CommitTime is when the source committed the transaction (zero if the
 	// source does not tell).
 	CommitTime time.Time
+	// Snapshot marks the pieces of an initial snapshot (start: snapshot,
+	// source/snapshot): rows that existed in the outbox tables before the
+	// stream's start, read from the tables rather than from the log.
+	Snapshot bool
 }
 
 // Reader hands out committed transactions in commit order.

@@ -44,6 +44,8 @@ type Metrics struct {
 	produceErrors  *prometheus.CounterVec
 	badRows        *prometheus.CounterVec
 	checkpointPos  prometheus.Gauge
+	snapshotRows   *prometheus.CounterVec
+	snapshotActive atomic.Int32 // 1 while a snapshot is being handed out
 	checkpointTime prometheus.Gauge
 	commitToAck    prometheus.Histogram
 	readToAck      prometheus.Histogram
@@ -79,6 +81,8 @@ func New(cfg Config, info Info, log zerolog.Logger) *Metrics {
 	m.produced = f.counterVec("outboxrelay_records_produced_total", "Records Kafka acknowledged, by topic.", "topic")
 	m.produceErrors = f.counterVec("outboxrelay_produce_errors_total", "Records Kafka refused or that failed after the producer's retries, by topic; the relay then restarts from its checkpoint.", "topic")
 	m.badRows = f.counterVec("outboxrelay_bad_rows_total", "Outbox rows that could not be turned into a record, by reason and by the outbox.on_bad_row policy applied (fail, skip, dead-letter).", "reason", "policy")
+	m.snapshotRows = f.counterVec("outboxrelay_snapshot_rows_total", "Rows read from the outbox tables by the initial snapshot (start: snapshot), by table; a snapshot taken again after a restart counts its rows again.", "table")
+	f.gaugeFunc("outboxrelay_snapshot_running", "1 while the relay hands out the initial snapshot of the outbox tables (start: snapshot), else 0.", func() float64 { return float64(m.snapshotActive.Load()) })
 	m.checkpointPos = f.gauge("outboxrelay_checkpoint_position", "The durable checkpoint as a number that grows with the log (PostgreSQL: the LSN in bytes; MySQL/MariaDB: binlog file number × 2^32 + offset).")
 	m.checkpointTime = f.gauge("outboxrelay_checkpoint_timestamp_seconds", "Unix time when the durable checkpoint was last written.")
 	m.commitToAck = f.histogram("outboxrelay_commit_to_ack_seconds", "End-to-end lag per transaction with outbox records: from its commit in the database to Kafka's acknowledgement of its last record. MariaDB (and MySQL before 8.0.1) log commit times in whole seconds, so there this reads up to 1 s high and its sub-second buckets stay empty: see outboxrelay_read_to_ack_seconds.",

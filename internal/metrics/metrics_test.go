@@ -252,3 +252,34 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotMetrics: snapshot pieces count their rows by table, and the
+// running gauge is 1 until the piece that ends the snapshot (or Close).
+func TestSnapshotMetrics(t *testing.T) {
+	t.Parallel()
+	m := newTestMetrics(time.Minute)
+	a := &schema.Table{Schema: "shop", Name: "outbox"}
+	b := &schema.Table{Schema: "billing", Name: "outbox"}
+	rows := func(ts ...*schema.Table) []source.Row {
+		out := make([]source.Row, len(ts))
+		for i, t := range ts {
+			out[i] = source.Row{Table: t}
+		}
+		return out
+	}
+	m.snapshotPiece(&source.Tx{Snapshot: true, Rows: rows(a, a, a)})
+	if m.snapshotActive.Load() != 1 {
+		t.Fatal("snapshot not running after its first piece")
+	}
+	m.snapshotPiece(&source.Tx{Snapshot: true, Rows: rows(a, b, b)})
+	m.snapshotPiece(&source.Tx{Snapshot: true, Rows: rows(b), End: pos("9")})
+	if m.snapshotActive.Load() != 0 {
+		t.Fatal("snapshot still running after its last piece")
+	}
+	if got := value(t, m.snapshotRows.WithLabelValues("shop.outbox")); got != 4 {
+		t.Errorf("shop.outbox: %v rows, want 4", got)
+	}
+	if got := value(t, m.snapshotRows.WithLabelValues("billing.outbox")); got != 3 {
+		t.Errorf("billing.outbox: %v rows, want 3", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/internal/relay"
+	"github.com/outboxrelay/outboxrelay/schema"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/outboxrelay/outboxrelay/source"
 )
@@ -62,6 +63,9 @@ func (r *meteredReader) Next(ctx context.Context) (*source.Tx, error) {
 	if n := len(tx.Rows); n > 0 {
 		m.eventsRead.Add(float64(n))
 	}
+	if tx.Snapshot {
+		m.snapshotPiece(tx)
+	}
 	if tx.End != nil {
 		m.txnsRead.Inc()
 	}
@@ -69,7 +73,32 @@ func (r *meteredReader) Next(ctx context.Context) (*source.Tx, error) {
 	return tx, nil
 }
 
+// snapshotPiece counts the rows of a piece of the snapshot by table.
+func (m *Metrics) snapshotPiece(tx *source.Tx) {
+	if tx.End != nil {
+		m.snapshotActive.Store(0)
+	} else {
+		m.snapshotActive.Store(1)
+	}
+	var t *schema.Table
+	n := 0
+	flush := func() {
+		if n > 0 {
+			m.snapshotRows.WithLabelValues(t.FullName()).Add(float64(n))
+		}
+	}
+	for _, row := range tx.Rows {
+		if row.Table != t {
+			flush()
+			t, n = row.Table, 0
+		}
+		n++
+	}
+	flush()
+}
+
 func (r *meteredReader) Close() error {
+	r.m.snapshotActive.Store(0)
 	// Without a failed read before, the session ended for another reason
 	// (e.g. Kafka could not be reached), which the relay logs.
 	r.m.state.failed(r.gen, errors.New("the pipeline stopped; the relay's log says why and it retries with backoff"), time.Now())

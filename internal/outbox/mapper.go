@@ -21,6 +21,7 @@ const (
 	HeaderType        = "type"
 	HeaderPosition    = "outboxrelay-position" // the transaction's id in the source log
 	HeaderIndex       = "outboxrelay-index"    // the record's index within its transaction
+	HeaderSnapshot    = "outboxrelay-snapshot" // "true" on records of the initial snapshot (start: snapshot)
 	HeaderTraceparent = "traceparent"
 	// Dead-letter records carry these.
 	HeaderError  = "outboxrelay-error"

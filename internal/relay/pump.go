@@ -15,6 +15,10 @@ import (
 	"github.com/outboxrelay/outboxrelay/source"
 )
 
+// snapshotTrue is the value of outbox.HeaderSnapshot (shared: headers are
+// only read).
+var snapshotTrue = []byte("true")
+
 // pump moves transactions from the reader to the sink, telling the
 // committer what it sent. It keeps where it stopped, so that a clean
 // shutdown can finish the transaction it stopped in.
@@ -126,6 +130,9 @@ func (p *pump) sendRow(ctx context.Context, tx *source.Tx, row source.Row, index
 func (p *pump) sendOne(ctx context.Context, tx *source.Tx, row source.Row, index int, cur *checkpoint.Txn[txEnd]) (sent bool, _ error) {
 	ack := p.ackFunc(cur, index)
 	rec, err := p.r.mapper.Map(row, tx.ID, index, tx.CommitTime)
+	if err == nil && tx.Snapshot {
+		rec.Headers = append(rec.Headers, sink.Header{Key: outbox.HeaderSnapshot, Value: snapshotTrue})
+	}
 	if err == nil && len(p.r.refused) > 0 {
 		if detail, ok := p.r.refused[rowKey{tx.ID, index}]; ok {
 			err = p.tooLarge(row, tx.ID, index, rec, detail)

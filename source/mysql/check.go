@@ -14,6 +14,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/schema"
 	"github.com/outboxrelay/outboxrelay/source"
+	"github.com/outboxrelay/outboxrelay/source/snapshot"
 )
 
 // Preflight checks (outboxrelay check) read the server's settings, the
@@ -50,7 +51,7 @@ func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time, o s
 		connectCheck = preflight.Fail("mysql.connect", fmt.Sprintf("source.mysql.flavor is %s but the server is %s (%s)", cfg.Flavor, p.flavor, p.version),
 			fmt.Sprintf("set source.mysql.flavor: %s, or leave it empty to detect it", p.flavor))
 	}
-	return []preflight.Check{
+	checks := []preflight.Check{
 		connectCheck,
 		tlsCheck(conn, &cfg),
 		p.logBin(),
@@ -65,6 +66,10 @@ func (s *Source) Preflight(ctx context.Context, pos string, saved time.Time, o s
 		p.grantReplicationSlave(),
 		p.grantBinlogMonitor(),
 	}
+	if c, ok := p.snapshotCheck(pos); ok {
+		checks = append(checks, c)
+	}
+	return checks
 }
 
 // prober holds what the checks read once.
@@ -299,6 +304,9 @@ func (p *prober) retention(ctx context.Context, s *Source, pos string, saved tim
 	raise := "SET PERSIST binlog_expire_logs_seconds = 604800 (7 days; longer than any relay outage you could sleep through)"
 	if p.mariadb() {
 		raise = "SET GLOBAL binlog_expire_logs_seconds = 604800 and the same under [mariadbd] in the configuration file (7 days; longer than any relay outage you could sleep through)"
+	}
+	if snapshot.IsPending(pos) {
+		return preflight.Pass(name, "%s; the initial snapshot is pending: the next start takes it again and streams from its position", retText)
 	}
 	if pos == "" {
 		if ret > 0 && ret < 24*3600 {

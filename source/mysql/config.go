@@ -44,8 +44,19 @@ type Config struct {
 	Tables []string `yaml:"tables"`
 	// Start says where to begin when no checkpoint exists: "current" (the
 	// server's position now; default), "earliest" (the oldest binlog still
-	// on the server) or a position such as "mysql-bin.000003:1234".
+	// on the server), "snapshot" (publish the rows the outbox tables hold
+	// now, then stream from the binlog position of that snapshot; MariaDB
+	// only, docs/configuration.md) or a position such as
+	// "mysql-bin.000003:1234".
 	Start string `yaml:"start"`
+	// SnapshotLock is how start: snapshot finds the binlog position of
+	// its snapshot on MySQL, which (unlike MariaDB) cannot tell it: ""
+	// (default) refuses start: snapshot on MySQL; "flush-tables" holds
+	// FLUSH TABLES WITH READ LOCK (needs RELOAD) for the moment it takes
+	// to start the snapshot's transaction and read the binlog position,
+	// stalling every writer meanwhile (bounded by lock_wait_timeout 10s).
+	// MariaDB needs no lock and ignores it.
+	SnapshotLock string `yaml:"snapshot_lock"`
 	// Heartbeat is how often the server sends a heartbeat on an idle
 	// binlog; a connection silent for 3× this long counts as broken.
 	// Default 5s.
@@ -108,11 +119,19 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("tables: %w", err))
 	}
 	switch c.Start {
-	case "current", "earliest":
+	case "current", "earliest", "snapshot":
 	default:
 		if _, err := ParsePosition(c.Start); err != nil {
-			errs = append(errs, fmt.Errorf("start: want current, earliest or a position: %w", err))
+			errs = append(errs, fmt.Errorf("start: want current, earliest, snapshot or a position: %w", err))
 		}
+	}
+	switch c.SnapshotLock {
+	case "", SnapshotLockFlushTables:
+	default:
+		errs = append(errs, fmt.Errorf("snapshot_lock: %q is not one of flush-tables or empty", c.SnapshotLock))
+	}
+	if c.Start == "snapshot" && c.Flavor == "mysql" && c.SnapshotLock == "" {
+		errs = append(errs, fmt.Errorf("start: %w", ErrSnapshotMySQL))
 	}
 	if c.Heartbeat < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("heartbeat: %s is too short (min 100ms)", c.Heartbeat))

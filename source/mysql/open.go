@@ -17,6 +17,7 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/schema"
 	"github.com/outboxrelay/outboxrelay/source"
+	"github.com/outboxrelay/outboxrelay/source/snapshot"
 )
 
 // eventsAhead is how many binlog events the syncer may read and decode
@@ -43,6 +44,12 @@ func (s *Source) Kind() string { return Kind }
 func (s *Source) Open(ctx context.Context, from string, o source.OpenOptions) (source.Reader, error) {
 	cfg := s.cfg
 	cfg.checkTable = o.CheckTable
+	if snapshot.IsPending(from) {
+		if o.Replay {
+			return nil, source.Permanent(fmt.Errorf("replay from %s: a pending snapshot is not a binlog position: replay from FILE:OFFSET", from))
+		}
+		return OpenSnapshot(ctx, cfg, s.log, from)
+	}
 	if o.Replay {
 		cfg.replay = true
 		cfg.ServerID = o.ReplicaID
@@ -95,6 +102,15 @@ func (s *Source) Resolve(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if cfg.Start == "snapshot" {
+		// Stored before anything is sent: until the snapshot's last row
+		// is acknowledged, every restart takes it again (Open).
+		if si.flavor == gomysql.MySQLFlavor && cfg.SnapshotLock == "" {
+			return "", source.Permanent(ErrSnapshotMySQL)
+		}
+		warnPreparedXA(conn, s.log)
+		return snapshot.Pending, nil
+	}
 	p, err := resolve(conn, si, &cfg)
 	if err != nil {
 		return "", err
@@ -105,6 +121,8 @@ func (s *Source) Resolve(ctx context.Context) (string, error) {
 
 func resolve(conn *client.Conn, si serverInfo, cfg *Config) (Position, error) {
 	switch cfg.Start {
+	case "snapshot":
+		return Position{}, errors.New("start: snapshot has no binlog position until the snapshot is taken")
 	case "current":
 		return currentPosition(conn, si)
 	case "earliest":

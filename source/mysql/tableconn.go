@@ -237,7 +237,7 @@ func (c *tableConn) Rows(ctx context.Context, t source.TableSpec, sel source.Sel
 	for i := range r.Values {
 		vals := make([]any, ncol)
 		for j := 0; j < ncol; j++ {
-			vals[j] = fieldValue(&r.Values[i][j])
+			vals[j] = tableValue(&r.Values[i][j])
 		}
 		rows = append(rows, source.Row{Table: layout, Values: vals})
 		k, _ := r.GetString(i, ncol)
@@ -246,8 +246,8 @@ func (c *tableConn) Rows(ctx context.Context, t source.TableSpec, sel source.Sel
 	return rows, last, nil
 }
 
-// fieldValue copies a result value out of go-mysql's pooled buffers.
-func fieldValue(fv *gomysql.FieldValue) any {
+// tableValue copies a result value (text as string) out of go-mysql's pooled buffers.
+func tableValue(fv *gomysql.FieldValue) any {
 	switch fv.Type {
 	case gomysql.FieldValueTypeNull:
 		return nil

@@ -10,6 +10,7 @@ import (
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 
 	"github.com/outboxrelay/outboxrelay/source"
+	"github.com/outboxrelay/outboxrelay/source/snapshot"
 )
 
 // The position tools (outboxrelay checkpoint show/set, replay) ask the
@@ -77,6 +78,10 @@ func (s *Source) Status(ctx context.Context, pos string) (source.PositionStatus,
 	if pos == "" {
 		return st, nil
 	}
+	if snapshot.IsPending(pos) {
+		st.Notes = append(st.Notes, snapshot.PendingNote)
+		return st, nil
+	}
 	p, err := ParsePosition(pos)
 	if err != nil || p.File == "" {
 		return st, err
@@ -115,6 +120,9 @@ func (s *Source) Status(ctx context.Context, pos string) (source.PositionStatus,
 // MySQL's is read from the file: its Previous_gtids event and the GTIDs up
 // to the offset).
 func (s *Source) Check(ctx context.Context, pos string, o source.OpenOptions) (string, error) {
+	if snapshot.IsPending(pos) {
+		return "", snapshot.NotSettable(pos)
+	}
 	p, err := ParsePosition(pos)
 	if err != nil {
 		return "", err

@@ -14,6 +14,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/preflight"
 	"github.com/outboxrelay/outboxrelay/schema"
 	"github.com/outboxrelay/outboxrelay/source"
+	"github.com/outboxrelay/outboxrelay/source/snapshot"
 )
 
 // Preflight checks (outboxrelay check) read the server's settings, the
@@ -75,6 +76,9 @@ func (s *Source) Preflight(ctx context.Context, pos string, _ time.Time, o sourc
 	tables, tablesCheck := pgTables(ctx, conn, cfg, f.database, o.CheckTable)
 	checks = append(checks, tablesCheck, pgPublication(ctx, conn, cfg, &f, tables, tablesCheck.OK))
 	checks = append(checks, pgSlot(cfg, &f, slot, slotExists, slotErr, activePID, pos), pgSlotWAL(cfg, &f, slot, slotExists, retained))
+	if c, ok := pgSnapshot(ctx, conn, cfg, tables, pos); ok {
+		checks = append(checks, c)
+	}
 	return checks
 }
 
@@ -251,6 +255,16 @@ func pgSlot(cfg *Config, f *pgFacts, slot slotInfo, exists bool, readErr error, 
 	const name = "postgres.slot"
 	if readErr != nil {
 		return preflight.Fail(name, readErr.Error(), "the relay's role must be able to read pg_replication_slots")
+	}
+	if snapshot.IsPending(pos) {
+		if exists && activePID != nil {
+			return preflight.Warn(name, fmt.Sprintf("the initial snapshot is pending and %s is in use by PID %d (a running relay taking it?)", cfg.Slot, *activePID),
+				"one relay per slot; if no relay should be running, SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '"+cfg.Slot+"'")
+		}
+		if exists {
+			return preflight.Pass(name, "the initial snapshot is pending: the relay drops %s (its failed attempt's) and creates it again with a snapshot", cfg.Slot)
+		}
+		return preflight.Pass(name, "the initial snapshot is pending: the relay creates %s with a snapshot at start", cfg.Slot)
 	}
 	if !exists {
 		switch {

@@ -20,6 +20,12 @@ const (
 	CreateNever = "never"
 )
 
+// Start modes.
+const (
+	StartCurrent  = "current"
+	StartSnapshot = "snapshot"
+)
+
 // HeartbeatPrefix is the logical message prefix of the heartbeat.
 const HeartbeatPrefix = "outboxrelay-heartbeat"
 
@@ -50,6 +56,14 @@ type Config struct {
 	// Create says whether the relay creates a missing publication and slot
 	// ("auto", default) or stops with the SQL to run ("never").
 	Create string `yaml:"create"`
+	// Start says what a relay with no checkpoint and no slot does:
+	// "current" (default) streams from the slot it creates, so rows
+	// already in the outbox tables are not published; "snapshot" creates
+	// the slot with an exported snapshot, publishes the rows the outbox
+	// tables hold in that snapshot, then streams from the slot's
+	// consistent point (docs/configuration.md). It needs create: auto. A
+	// stored checkpoint, or an existing slot, always wins over it.
+	Start string `yaml:"start"`
 	// StatusInterval is how often the relay reports its positions to the
 	// server (at the latest; it also answers every keepalive that asks).
 	// Default 10s. Keep it well below the server's wal_sender_timeout.
@@ -88,6 +102,9 @@ func (c *Config) SetDefaults() {
 	if c.Create == "" {
 		c.Create = CreateAuto
 	}
+	if c.Start == "" {
+		c.Start = StartCurrent
+	}
 	if c.StatusInterval == 0 {
 		c.StatusInterval = 10 * time.Second
 	}
@@ -125,6 +142,18 @@ func (c *Config) Validate() error {
 	case CreateAuto, CreateNever:
 	default:
 		errs = append(errs, fmt.Errorf("create: %q is not one of auto, never", c.Create))
+	}
+	switch c.Start {
+	case StartCurrent:
+	case StartSnapshot:
+		if c.Create != CreateAuto {
+			errs = append(errs, fmt.Errorf("start: snapshot needs create: auto: the relay must create the replication slot itself, with the snapshot it exports (or use start: current with a slot you create)"))
+		}
+		if len(c.Tables) == 0 {
+			errs = append(errs, fmt.Errorf("start: snapshot reads the outbox tables: list them in tables (logical messages, message_prefixes, leave nothing to read)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("start: %q is not one of current, snapshot", c.Start))
 	}
 	if c.StatusInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("status_interval: %s is too short (min 100ms)", c.StatusInterval))

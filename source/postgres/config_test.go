@@ -39,6 +39,9 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 		{"short heartbeat", func(c *Config) { c.Heartbeat = time.Millisecond }, "heartbeat:"},
 		{"heartbeat prefix", func(c *Config) { c.MessagePrefixes = []string{HeartbeatPrefix} }, "message_prefixes:"},
 		{"empty prefix", func(c *Config) { c.MessagePrefixes = []string{""} }, "message_prefixes:"},
+		{"bad start", func(c *Config) { c.Start = "earliest" }, "start:"},
+		{"snapshot without create", func(c *Config) { c.Start, c.Create = StartSnapshot, CreateNever }, "start: snapshot needs create: auto"},
+		{"snapshot without tables", func(c *Config) { c.Start, c.Tables, c.MessagePrefixes = StartSnapshot, nil, []string{"outbox"} }, "start: snapshot reads the outbox tables"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,6 +57,19 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 				t.Fatalf("error leaks the password: %v", err)
 			}
 		})
+	}
+}
+
+func TestStartSnapshotValid(t *testing.T) {
+	t.Parallel()
+	c := Config{DSN: "postgres://relay@db:5432/shop", Tables: []string{"public.outbox"}}
+	c.SetDefaults()
+	if c.Start != StartCurrent {
+		t.Fatalf("default start %q, want current", c.Start)
+	}
+	c.Start = StartSnapshot
+	if err := c.Validate(); err != nil {
+		t.Fatalf("start: snapshot: %v", err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/schema"
 	"github.com/outboxrelay/outboxrelay/source"
+	"github.com/outboxrelay/outboxrelay/source/snapshot"
 )
 
 // Kind is the source kind stored in checkpoints.
@@ -87,7 +88,27 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 	return r, hidePassword(err, cfg.DSN)
 }
 
-func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Reader, error) {
+// opened is what every open learns before it touches the slot: the
+// server, the outbox tables and their layouts, the publication checked.
+type opened struct {
+	pgxCfg  *pgx.ConnConfig
+	server  string
+	conn    *pgx.Conn
+	si      serverInfo
+	filter  *schema.Filter
+	tables  []qualifiedTable
+	layouts []*schema.Table
+}
+
+func (o *opened) close(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = o.conn.Close(cctx)
+}
+
+// prepare connects, checks the server and the outbox tables, and makes
+// sure of the publication. The caller closes the connection.
+func prepare(ctx context.Context, cfg *Config) (*opened, error) {
 	var filter *schema.Filter
 	if len(cfg.Tables) > 0 {
 		f, err := schema.NewFilter(cfg.Tables)
@@ -102,36 +123,42 @@ func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Re
 	}
 	pgxCfg.ConnectTimeout = cfg.ConnectTimeout
 	server := describe(&pgxCfg.Config)
-
 	conn, err := pgx.ConnectConfig(ctx, pgxCfg)
 	if err != nil {
-		return nil, explain("connect to "+server, err, &cfg)
+		return nil, explain("connect to "+server, err, cfg)
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = conn.Close(cctx)
-	}()
-	si, err := inspect(ctx, conn, &cfg)
-	if err != nil {
+	o := &opened{pgxCfg: pgxCfg, server: server, conn: conn, filter: filter}
+	fail := func(err error) (*opened, error) {
+		o.close(ctx)
 		return nil, err
 	}
-	tables, err := resolveTables(ctx, conn, filter, si.database)
-	if err != nil {
-		return nil, err
+	if o.si, err = inspect(ctx, conn, cfg); err != nil {
+		return fail(err)
 	}
-	layouts, err := tableColumns(ctx, conn, tables)
-	if err != nil {
-		return nil, err
+	if o.tables, err = resolveTables(ctx, conn, filter, o.si.database); err != nil {
+		return fail(err)
+	}
+	if o.layouts, err = tableColumns(ctx, conn, o.tables); err != nil {
+		return fail(err)
 	}
 	// Before anything is created on the server: a publication and a slot
 	// made for tables the relay cannot map would only hold WAL.
-	if err := checkLayouts(layouts, cfg.checkTable); err != nil {
-		return nil, source.Permanent(err)
+	if err := checkLayouts(o.layouts, cfg.checkTable); err != nil {
+		return fail(source.Permanent(err))
 	}
-	if err := ensurePublication(ctx, conn, &cfg, tables); err != nil {
+	if err := ensurePublication(ctx, conn, cfg, o.tables); err != nil {
+		return fail(err)
+	}
+	return o, nil
+}
+
+func open(ctx context.Context, cfg Config, log zerolog.Logger, from string) (*Reader, error) {
+	o, err := prepare(ctx, &cfg)
+	if err != nil {
 		return nil, err
 	}
+	defer o.close(ctx)
+	conn, si, tables, layouts, pgxCfg, server, filter := o.conn, o.si, o.tables, o.layouts, o.pgxCfg, o.server, o.filter
 	slot, exists, err := readSlot(ctx, conn, &cfg)
 	if err != nil {
 		return nil, err
@@ -371,13 +398,45 @@ func (s *Source) Kind() string { return Kind }
 // without a checkpoint starts (its confirmed_flush_lsn, which moves only
 // when the relay acknowledges), so nothing needs storing; Open creates the
 // slot when it is missing and source.postgres.create is auto.
-func (s *Source) Resolve(context.Context) (string, error) { return "", nil }
+//
+// With start: snapshot and no slot yet it returns snapshot.Pending, which
+// the relay stores before it sends anything: until the snapshot's last
+// row is acknowledged, every restart takes the snapshot again. An
+// existing slot holds the start, as with current.
+func (s *Source) Resolve(ctx context.Context) (string, error) {
+	cfg := s.cfg
+	cfg.SetDefaults()
+	if cfg.Start != StartSnapshot {
+		return "", nil
+	}
+	conn, c, err := s.connect(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer closeConn(ctx, conn)
+	slot, exists, err := readSlot(ctx, conn, c)
+	if err != nil {
+		return "", err
+	}
+	if exists {
+		s.log.Warn().Str("slot", c.Slot).Str("confirmed_flush_lsn", slot.confirmedFlush.String()).
+			Msg("start: snapshot applies only when the relay creates its slot: the slot exists already, so the relay streams from it and takes no snapshot (drop the slot and the checkpoint to take one)")
+		return "", nil
+	}
+	return snapshot.Pending, nil
+}
 
 // Open implements source.Source. A replay streams from a temporary copy
 // of the relay's slot.
 func (s *Source) Open(ctx context.Context, from string, o source.OpenOptions) (source.Reader, error) {
 	cfg := s.cfg
 	cfg.replay, cfg.checkTable, cfg.takeOver = o.Replay, o.CheckTable, o.TakeOver
+	if snapshot.IsPending(from) {
+		if o.Replay {
+			return nil, source.Permanent(fmt.Errorf("replay from %s: a pending snapshot is not a position in the WAL: replay from an LSN", from))
+		}
+		return OpenSnapshot(ctx, cfg, s.log, from)
+	}
 	r, err := Open(ctx, cfg, s.log, from)
 	if err != nil {
 		return nil, err
@@ -386,7 +445,14 @@ func (s *Source) Open(ctx context.Context, from string, o source.OpenOptions) (s
 }
 
 // StartNote implements source.Source.
-func (s *Source) StartNote() string { return "the replication slot's confirmed_flush_lsn" }
+func (s *Source) StartNote() string {
+	cfg := s.cfg
+	cfg.SetDefaults()
+	if cfg.Start == StartSnapshot {
+		return "source.postgres.start (snapshot): the rows of the outbox tables, then the slot created with that snapshot (an existing slot's confirmed_flush_lsn)"
+	}
+	return "the replication slot's confirmed_flush_lsn"
+}
 
 // Number implements source.Source: the LSN.
 func (s *Source) Number(pos string) (float64, bool) {

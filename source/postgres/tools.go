@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxrelay/outboxrelay/source"
+	"github.com/outboxrelay/outboxrelay/source/snapshot"
 )
 
 // The position tools (outboxrelay checkpoint show/set) ask the server about
@@ -76,6 +77,10 @@ func (s *Source) Status(ctx context.Context, pos string) (source.PositionStatus,
 		_ = conn.QueryRow(ctx, "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint FROM pg_replication_slots WHERE slot_name = $1", cfg.Slot).Scan(&retained)
 		st.Notes = append(st.Notes, fmt.Sprintf("slot %s: confirmed_flush_lsn %s, wal_status %s, WAL retained for it %d bytes", cfg.Slot, slot.confirmedFlush, slot.walStatus, retained))
 	}
+	if snapshot.IsPending(pos) {
+		st.Notes = append(st.Notes, snapshot.PendingNote)
+		return st, nil
+	}
 	if pos != "" {
 		p, err := ParsePosition(pos)
 		if err != nil {
@@ -93,6 +98,9 @@ func (s *Source) Status(ctx context.Context, pos string) (source.PositionStatus,
 // exists and can stream, has not confirmed beyond pos, and pos is not
 // beyond the server's WAL. It returns the position to store.
 func (s *Source) Check(ctx context.Context, pos string, o source.OpenOptions) (string, error) {
+	if snapshot.IsPending(pos) {
+		return "", snapshot.NotSettable(pos)
+	}
 	p, err := ParsePosition(pos)
 	if err != nil {
 		return "", err
