@@ -27,6 +27,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/retry"
 	"github.com/outboxrelay/outboxrelay/source"
+	"github.com/outboxrelay/outboxrelay/source/snapshot"
 )
 
 // batchesPerRound is how many batches of keys one round reads at T0: a
@@ -228,7 +229,9 @@ func (c *Cleaner) waitCovered(ctx context.Context, p0 string) error {
 	for {
 		pos, err := c.o.Durable(ctx)
 		switch {
-		case errors.Is(err, checkpoint.ErrNotFound):
+		case errors.Is(err, checkpoint.ErrNotFound), err == nil && snapshot.IsPending(pos):
+			// No position yet, or the initial snapshot is still being
+			// sent: nothing is covered.
 		case err != nil:
 			return fmt.Errorf("outbox cleanup: read the checkpoint: %w", err)
 		default:

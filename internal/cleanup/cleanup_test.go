@@ -3,7 +3,9 @@ package cleanup
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/retry"
 	"github.com/outboxrelay/outboxrelay/source"
+	"github.com/outboxrelay/outboxrelay/source/snapshot"
 )
 
 // fakeDB is an outbox table and a log: each committed row gets the next
@@ -201,3 +204,64 @@ func TestCleanupOutlivesPermanentErrors(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 }
+
+// TestCleanupWaitsOutThePendingSnapshot: while the checkpoint says the
+// initial snapshot is still being sent, nothing is covered — no row goes
+// and no comparison error is logged — and once the stream's position
+// passes the round's, the rows go.
+func TestCleanupWaitsOutThePendingSnapshot(t *testing.T) {
+	t.Parallel()
+	f := &fakeDB{rows: map[int]bool{}, durable: -1}
+	f.insert(10, true)
+	var mu sync.Mutex
+	pending := true
+	durable := func(ctx context.Context) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if pending {
+			return snapshot.Pending, nil
+		}
+		return strconv.Itoa(f.logEnd + 1), nil
+	}
+	compare := func(a, b string) (int, error) {
+		if _, err := strconv.Atoi(a); err != nil {
+			return 0, fmt.Errorf("not a position: %q", a)
+		}
+		return compareInts(a, b)
+	}
+	var logs syncBuffer
+	var cfg outbox.Cleanup
+	cfg.SetDefaults()
+	cfg.BatchSize, cfg.Interval = 2, 100*time.Millisecond
+	c := New(Options{Config: cfg, IDColumn: func(string) string { return "id" }, Tables: f, Compare: compare, Durable: durable, Poll: 2 * time.Millisecond}, zerolog.New(&logs))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	waitFor(t, "the first round's position", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.rounds >= 1 })
+	time.Sleep(50 * time.Millisecond)
+	if !f.has(10) {
+		t.Fatal("a row was deleted while the initial snapshot was pending")
+	}
+	if s := logs.String(); strings.Contains(s, "cannot be compared") {
+		t.Fatalf("a pending snapshot was logged as an incomparable position: %s", s)
+	}
+	mu.Lock()
+	pending = false
+	mu.Unlock()
+	waitFor(t, "the row to go once the stream passed the round's position", func() bool { return !f.has(10) })
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
