@@ -205,9 +205,20 @@ func (c *Cleaner) delete(ctx context.Context, conn source.TableConn, t source.Ta
 	var deleted int64
 	for len(keys) > 0 {
 		n := min(bs, len(keys))
+		began := time.Now()
 		d, err := conn.Delete(ctx, t, keys[:n], c.o.Config.Retention)
 		if err != nil {
 			return fmt.Errorf("outbox cleanup: %w", err)
+		}
+		if len(keys) > n {
+			// Pace the batches: the database gets as much time for the
+			// application's writes as the last DELETE took, so that a
+			// backlog of old rows does not crowd out the stream.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(min(time.Since(began), time.Second)):
+			}
 		}
 		deleted += d
 		if c.o.Deleted != nil {
