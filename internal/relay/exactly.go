@@ -38,9 +38,36 @@ type sent struct {
 	start source.TxStart
 	rows  int
 	// records sent since the last commit, and the limit that asks for
-	// an early commit through full.
+	// an early commit through full. The limit is hard: at max records the
+	// pump waits (waitRoom) until committed is closed by the commit that
+	// empties the transaction, so that a fast source cannot grow one
+	// Kafka transaction past it while the commit waits for its turn.
 	records, max int
 	full         chan struct{}
+	committed    chan struct{}
+}
+
+// waitRoom returns with mu held once the open Kafka transaction has room
+// for another record, or ctx's error (mu not held). Caller holds mu.
+func (s *sent) waitRoom(ctx context.Context) error {
+	for s.max > 0 && s.records >= s.max {
+		ch := s.committed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		s.mu.Lock()
+	}
+	return nil
+}
+
+// emptied records that a commit emptied the transaction. Caller holds mu.
+func (s *sent) emptied() {
+	s.records = 0
+	close(s.committed)
+	s.committed = make(chan struct{})
 }
 
 // row records that the row at index of the transaction starting at start
@@ -105,7 +132,7 @@ type txCommitter struct {
 func newTxCommitter(r *Relay, reader source.Reader, snk sink.Sink, from string, progress func()) *txCommitter {
 	c := &txCommitter{
 		kind: r.src.Kind(), sink: snk, reader: reader, tracker: checkpoint.NewTracker[txEnd](),
-		at:       &sent{max: r.cfg.CommitMaxRecords, full: make(chan struct{}, 1)},
+		at:       &sent{max: r.cfg.CommitMaxRecords, full: make(chan struct{}, 1), committed: make(chan struct{})},
 		interval: r.cfg.CommitInterval, timeout: r.cfg.TransactionTimeout,
 		record: r.cfg.PositionRecord, commits: r.cfg.OnCommit, obs: r.cfg.Observer, log: r.log,
 		began: time.Now(), saved: from, progress: progress,
@@ -187,7 +214,7 @@ func (c *txCommitter) commit(ctx context.Context) error {
 	failpoint.Inject("after-commit")
 	c.began = time.Now()
 	c.saved, c.moved = s, true
-	c.at.records = 0
+	c.at.emptied()
 	if c.commits != nil {
 		c.commits(cp)
 	}

@@ -117,6 +117,9 @@ func (p *pump) sendPiece(ctx context.Context) error {
 func (p *pump) sendRow(ctx context.Context, tx *source.Tx, row source.Row, index int, cur *checkpoint.Txn[txEnd]) error {
 	if p.eos != nil {
 		p.eos.mu.Lock()
+		if err := p.eos.waitRoom(ctx); err != nil {
+			return err
+		}
 		defer p.eos.mu.Unlock()
 	}
 	sent, err := p.sendOne(ctx, tx, row, index, cur)
