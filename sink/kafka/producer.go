@@ -37,6 +37,10 @@ type Producer struct {
 	stop     chan struct{}  // ends the watchdog
 	dogDone  chan struct{}
 	closed   sync.Once
+	// aborting is an AbortTxn still running after Abort returned (it
+	// timed out, or the producer failed meanwhile): Close waits for it,
+	// boundedly, since sarama's AbortTxn and AsyncClose must not overlap.
+	aborting chan struct{}
 
 	// failure is the first error: set once, then Send refuses; failed
 	// closes then.
@@ -363,6 +367,13 @@ func (e *TopicLimitError) Error() string {
 // the connections. Abort first makes it return at once.
 func (k *Producer) Close() error {
 	k.closed.Do(func() {
+		if k.aborting != nil {
+			select {
+			case <-k.aborting:
+			case <-time.After(abortWait):
+				k.log.Warn().Msg("the Kafka transaction's abort did not finish; closing the producer anyway")
+			}
+		}
 		k.p.AsyncClose()
 		k.loops.Wait() // every record answered
 		close(k.stop)

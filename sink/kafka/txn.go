@@ -85,7 +85,7 @@ func (k *Producer) Commit(ctx context.Context, extra ...sink.Record) error {
 		}
 	}
 	if err := k.Err(); err != nil {
-		return err // a record failed: the transaction must not commit
+		return k.fenced(err) // a record failed: the transaction must not commit
 	}
 	done := make(chan error, 1)
 	go func() { done <- k.p.CommitTxn() }()
@@ -107,7 +107,7 @@ func (k *Producer) Commit(ctx context.Context, extra ...sink.Record) error {
 			err = &FencedError{TransactionalID: k.cfg.TransactionalID, Err: err}
 		}
 		k.fail(err)
-		return k.Err()
+		return k.fenced(k.Err())
 	}
 	if err := k.p.BeginTxn(); err != nil {
 		err = fmt.Errorf("begin the next Kafka transaction: %w", err)
@@ -126,7 +126,12 @@ const abortWait = 5 * time.Second
 // longer current learns that it is fenced.
 func (k *Producer) abortTxn() {
 	done := make(chan error, 1)
-	go func() { done <- k.p.AbortTxn() }()
+	finished := make(chan struct{})
+	k.aborting = finished
+	go func() {
+		defer close(finished)
+		done <- k.p.AbortTxn()
+	}()
 	select {
 	case err := <-done:
 		if err != nil && (isFencing(err) || k.p.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0) {
@@ -185,6 +190,16 @@ func (k *Producer) describeTxn(sc *sarama.Config) (sarama.TransactionState, erro
 
 // replaced reports whether a newer producer took this producer's
 // transactional id over (false when it cannot tell).
+// fenced returns err, as a FencedError when it is not one already but the
+// coordinator says a newer producer holds the transactional id: a record
+// refused after the fence can carry another code (INVALID_TXN_STATE, say).
+func (k *Producer) fenced(err error) error {
+	if err == nil || errors.Is(err, sink.ErrFenced) || !k.replaced() {
+		return err
+	}
+	return &FencedError{TransactionalID: k.cfg.TransactionalID, Err: err}
+}
+
 func (k *Producer) replaced() bool {
 	if k.epoch < 0 {
 		return false
