@@ -18,6 +18,7 @@ func TestMetricNamesFollowConventions(t *testing.T) {
 	m := New(Config{Listen: "127.0.0.1:0"}, Info{Source: "postgres", Version: "test", RetainsWAL: true}, zerolog.Nop())
 	m.BadRow("null_key", "skip") // vectors are gathered once they have a series
 	m.topic("outbox.event.order")
+	m.HA([]string{"orders"})
 	families, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
