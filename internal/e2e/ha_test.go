@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -296,6 +297,7 @@ func runHAKill(t *testing.T, tg crashTarget) {
 	h := r.h
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	var takeovers, commits []time.Duration
+	var slow []string
 	for k := 0; k < haKills; k++ {
 		a, _ := h.waitActive(-1, 60*time.Second)
 		// It streams under load: its commits move the position.
@@ -309,6 +311,12 @@ func runHAKill(t *testing.T, tg crashTarget) {
 		b, took := h.waitActive(a, 60*time.Second)
 		commit := time.Since(killed) + r.moved(fmt.Sprintf("kill %d: instance %d commits after the takeover", k, b), at)
 		takeovers, commits = append(takeovers, took), append(commits, commit)
+		if took > session+6*time.Second {
+			slow = append(slow, fmt.Sprintf("kill %d took %s; logs:\n%s", k, took, h.logs()))
+			if d := os.Getenv("RELAYTEST_HA_KEEP"); d != "" {
+				_ = exec.Command("cp", "-r", h.dir, d).Run()
+			}
+		}
 		t.Logf("kill %d: instance %d SIGKILLed at %s; instance %d streams after %s, commits after %s",
 			k, a, at, b, took.Round(time.Millisecond), commit.Round(time.Millisecond))
 		// A platform restarts it: it joins as a standby.
@@ -331,7 +339,7 @@ func runHAKill(t *testing.T, tg crashTarget) {
 	t.Logf("takeover after SIGKILL (relay.ha.session_timeout %s, heartbeat 500ms), %d kills: streaming again median %s, max %s; first commit median %s, max %s; after SIGTERM %s",
 		session, len(takeovers), med, max, cmed, cmax, termTook.Round(time.Millisecond))
 	if max > session+6*time.Second {
-		t.Errorf("a takeover after SIGKILL took %s, want ≤ session timeout + 6s", max)
+		t.Errorf("a takeover after SIGKILL took %s, want ≤ session timeout + 6s:\n%s", max, strings.Join(slow, "\n"))
 	}
 	if termTook > 3*time.Second {
 		t.Errorf("takeover after SIGTERM took %s, want ≤ 3s", termTook)
@@ -394,4 +402,3 @@ func readFile(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
 }
-

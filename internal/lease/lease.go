@@ -84,14 +84,27 @@ func (l *Lease) saramaConfig() *sarama.Config {
 	g := &sc.Consumer.Group
 	g.Session.Timeout = l.cfg.SessionTimeout
 	g.Heartbeat.Interval = l.cfg.HeartbeatInterval
-	g.Rebalance.Timeout = max(l.o.RebalanceTimeout, l.cfg.SessionTimeout)
 	// Sticky: a standby joining (or an instance restarting) does not move
 	// a pipeline that is streaming; cooperative (Kafka 2.4 and later): it
-	// does not even pause it, only the pipelines that move stop.
+	// does not even pause it, only the pipelines that move stop. Then a
+	// holder stops a pipeline it loses between two rounds of the
+	// rebalance, not within one: the brokers need wait for a member to
+	// rejoin only as long as for a heartbeat (session_timeout), and a
+	// member that died in the middle of a rebalance does not hold the
+	// others up longer. Eager (older protocols): every holder stops its
+	// pipelines within the round, which must wait for that.
 	g.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	g.Rebalance.Timeout = max(l.o.RebalanceTimeout, l.cfg.SessionTimeout)
 	if sc.Version.IsAtLeast(sarama.V2_4_0_0) {
 		g.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
+		g.Rebalance.Timeout = l.cfg.SessionTimeout
 	}
+	// The coordinator answers a JoinGroup when the round completes, at
+	// the latest after the rebalance timeout: a read timeout a little
+	// longer lets every round finish, and bounds the wait when an answer
+	// is lost (seen with kfake when the holder died in the middle of a
+	// round: without it, the standby waited the default 30s).
+	sc.Net.ReadTimeout = g.Rebalance.Timeout + 3*time.Second
 	g.Rebalance.Retry.Backoff = 200 * time.Millisecond
 	// The lease topic's records are read from the start (they say who
 	// held a pipeline before); the group commits no offsets.

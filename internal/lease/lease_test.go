@@ -145,7 +145,9 @@ func TestIntegrationLeaseHandover(t *testing.T) {
 		t.Fatalf("the first member stopped streaming when the standby joined (%d %d %v)", n, tk, on)
 	}
 	a.cancel()
-	if err := <-a.done; err != nil {
+	err = <-a.done
+	a.done <- err // for Cleanup
+	if err != nil {
 		t.Fatalf("the first member's Run: %v", err)
 	}
 	took := waitRunning(t, s, 10*time.Second)
