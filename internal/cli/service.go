@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -108,8 +107,6 @@ func (s *Service) newLease() error {
 	o := lease.Options{
 		Group: lease.GroupID(cfg.Relay.Name), Topic: cfg.Relay.HA.Topic, Pipelines: pipelines,
 		Brokers: cfg.Kafka.Brokers, Client: sc,
-		// A holder that loses the pipeline drains and commits first.
-		RebalanceTimeout: cfg.Relay.ShutdownTimeout + 15*time.Second,
 	}
 	if s.Metrics != nil {
 		s.Metrics.HA(pipelines)

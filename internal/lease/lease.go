@@ -37,12 +37,9 @@ type Options struct {
 	Pipelines []string
 	// Brokers and Client are the cluster and how to reach it (the sink's
 	// ClientConfig: TLS, SASL, version). Client is changed.
-	Brokers []string
-	Client  *sarama.Config
-	// RebalanceTimeout is how long the group waits for a holder to stop
-	// a pipeline it loses (relay.shutdown_timeout plus a margin).
-	RebalanceTimeout time.Duration
-	Observer         Observer
+	Brokers  []string
+	Client   *sarama.Config
+	Observer Observer
 }
 
 // Lease is one instance's membership in the group.
@@ -85,25 +82,23 @@ func (l *Lease) saramaConfig() *sarama.Config {
 	g.Session.Timeout = l.cfg.SessionTimeout
 	g.Heartbeat.Interval = l.cfg.HeartbeatInterval
 	// Sticky: a standby joining (or an instance restarting) does not move
-	// a pipeline that is streaming; cooperative (Kafka 2.4 and later): it
-	// does not even pause it, only the pipelines that move stop. Then a
-	// holder stops a pipeline it loses between two rounds of the
-	// rebalance, not within one: the brokers need wait for a member to
-	// rejoin only as long as for a heartbeat (session_timeout), and a
-	// member that died in the middle of a rebalance does not hold the
-	// others up longer. Eager (older protocols): every holder stops its
-	// pipelines within the round, which must wait for that.
+	// a pipeline that is streaming (under the eager protocol its holder
+	// stops and restarts it within the round, which takes a commit and a
+	// producer start). Sarama's cooperative protocol would spare that
+	// restart, but against kfake it lost JoinGroup answers when a holder
+	// died in the middle of a round (takeovers of 20-30s instead of 6):
+	// eager is the tried path.
 	g.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
-	g.Rebalance.Timeout = max(l.o.RebalanceTimeout, l.cfg.SessionTimeout)
-	if sc.Version.IsAtLeast(sarama.V2_4_0_0) {
-		g.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
-		g.Rebalance.Timeout = l.cfg.SessionTimeout
-	}
+	// How long the coordinator waits for every member to rejoin: a member
+	// that died in the middle of a round holds the others up for that
+	// long, so no longer than its heartbeat would. A holder that needs
+	// longer to drain is left out of the round, and its successor's
+	// producer fences it.
+	g.Rebalance.Timeout = l.cfg.SessionTimeout
 	// The coordinator answers a JoinGroup when the round completes, at
 	// the latest after the rebalance timeout: a read timeout a little
-	// longer lets every round finish, and bounds the wait when an answer
-	// is lost (seen with kfake when the holder died in the middle of a
-	// round: without it, the standby waited the default 30s).
+	// longer lets every round finish, and bounds the wait if an answer is
+	// lost (instead of the default 30s).
 	sc.Net.ReadTimeout = g.Rebalance.Timeout + 3*time.Second
 	g.Rebalance.Retry.Backoff = 200 * time.Millisecond
 	// The lease topic's records are read from the start (they say who
@@ -157,13 +152,13 @@ func (l *Lease) Run(ctx context.Context) error {
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, errPermanent) {
+		if !isPermanent(err) {
 			if outage == nil || outage.Error() != err.Error() {
 				l.log.Warn().Err(err).Msg("cannot join the standby group yet; retrying")
 			}
 			outage = err
 		}
-		if errors.Is(err, errPermanent) {
+		if isPermanent(err) {
 			return err
 		}
 		select {
@@ -215,7 +210,16 @@ func (l *Lease) Run(ctx context.Context) error {
 	return nil
 }
 
-var errPermanent = errors.New("permanent")
+// permanentError is a failure that retrying cannot fix (the lease topic
+// has too few partitions).
+type permanentError struct{ error }
+
+func (e permanentError) Unwrap() error { return e.error }
+
+func isPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
 
 func (l *Lease) connect(sc *sarama.Config, client *sarama.Client, group *sarama.ConsumerGroup, producer *sarama.SyncProducer) error {
 	c, err := sarama.NewClient(l.o.Brokers, sc)
@@ -271,7 +275,7 @@ func (l *Lease) ensureTopic(c sarama.Client) error {
 		return fmt.Errorf("lease topic %s (relay.ha.topic): %w", l.o.Topic, err)
 	}
 	if int32(len(parts)) < n {
-		return fmt.Errorf("%w: lease topic %s has %d partitions for %d pipelines: add partitions (kafka-topics.sh --alter --partitions %d) or set relay.ha.topic to a new name", errPermanent, l.o.Topic, len(parts), n, n)
+		return permanentError{fmt.Errorf("lease topic %s has %d partitions for %d pipelines: add partitions (kafka-topics.sh --alter --topic %s --partitions %d) or set relay.ha.topic to a new name", l.o.Topic, len(parts), n, l.o.Topic, n)}
 	}
 	return nil
 }

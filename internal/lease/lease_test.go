@@ -98,7 +98,7 @@ func startMember(t *testing.T, broker string, cfg Config, fail error) *member {
 		<-ctx.Done()
 		return nil
 	}
-	l := New(cfg, Options{Group: "g", Topic: "lease.test", Pipelines: []string{"p"}, Brokers: []string{broker}, Client: sc, RebalanceTimeout: 5 * time.Second, Observer: m.obs}, run, zerolog.New(zerolog.NewTestWriter(t)))
+	l := New(cfg, Options{Group: "g", Topic: "lease.test", Pipelines: []string{"p"}, Brokers: []string{broker}, Client: sc, Observer: m.obs}, run, zerolog.New(zerolog.NewTestWriter(t)))
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	go func() { m.done <- l.Run(ctx) }()
@@ -186,5 +186,107 @@ func TestIntegrationLeaseFailureStops(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not stop after the pipeline failed")
+	}
+}
+
+// TestIntegrationLeaseSpreadsPipelines: four pipelines over two members
+// are spread two and two; when one member leaves, its pipelines move to
+// the other, which then runs all four, each exactly once.
+func TestIntegrationLeaseSpreadsPipelines(t *testing.T) {
+	t.Parallel()
+	b, err := devbroker.Start(devbroker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	names := []string{"p0", "p1", "p2", "p3"}
+	type runs struct {
+		mu      sync.Mutex
+		running map[int]int // pipeline → members running it now
+		maxed   bool        // a pipeline ran on two members at once
+	}
+	all := &runs{running: map[int]int{}}
+	start := func(mine map[int]bool, mu *sync.Mutex) (context.CancelFunc, chan error) {
+		sc := sarama.NewConfig()
+		sc.Version = sarama.V2_8_0_0
+		sc.ClientID = "test"
+		run := func(ctx context.Context, i int) error {
+			all.mu.Lock()
+			all.running[i]++
+			if all.running[i] > 1 {
+				all.maxed = true
+			}
+			all.mu.Unlock()
+			mu.Lock()
+			mine[i] = true
+			mu.Unlock()
+			<-ctx.Done()
+			mu.Lock()
+			delete(mine, i)
+			mu.Unlock()
+			all.mu.Lock()
+			all.running[i]--
+			all.mu.Unlock()
+			return nil
+		}
+		l := New(Config{SessionTimeout: 6 * time.Second, HeartbeatInterval: 300 * time.Millisecond},
+			Options{Group: "g", Topic: "lease.spread", Pipelines: names, Brokers: []string{b.Addr()}, Client: sc},
+			run, zerolog.New(zerolog.NewTestWriter(t)))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- l.Run(ctx) }()
+		return cancel, done
+	}
+	var muA, muB sync.Mutex
+	a, b2 := map[int]bool{}, map[int]bool{}
+	cancelA, doneA := start(a, &muA)
+	cancelB, doneB := start(b2, &muB)
+	defer func() { cancelB(); <-doneB }()
+	count := func(m map[int]bool, mu *sync.Mutex) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(m)
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: member a runs %d, member b %d", what, count(a, &muA), count(b2, &muB))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor("spread two and two", func() bool { return count(a, &muA) == 2 && count(b2, &muB) == 2 })
+	cancelA()
+	if err := <-doneA; err != nil {
+		t.Fatalf("member a's Run: %v", err)
+	}
+	waitFor("member b runs all four", func() bool { return count(a, &muA) == 0 && count(b2, &muB) == 4 })
+	all.mu.Lock()
+	defer all.mu.Unlock()
+	if all.maxed {
+		t.Error("a pipeline ran on two members at once")
+	}
+}
+
+// TestIntegrationLeaseTopicTooSmall: a lease topic with fewer partitions
+// than pipelines stops Run with the fix, instead of retrying.
+func TestIntegrationLeaseTopicTooSmall(t *testing.T) {
+	t.Parallel()
+	b, err := devbroker.Start(devbroker.Options{Partitions: 1, Topics: []string{"lease.small"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V2_8_0_0
+	l := New(Config{}, Options{Group: "g", Topic: "lease.small", Pipelines: []string{"a", "b"}, Brokers: []string{b.Addr()}, Client: sc},
+		func(ctx context.Context, _ int) error { <-ctx.Done(); return nil }, zerolog.Nop())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = l.Run(ctx)
+	if !isPermanent(err) || !contains(err.Error(), "--partitions 2") {
+		t.Fatalf("Run: %v, want the permanent error naming the fix", err)
 	}
 }
