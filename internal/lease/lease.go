@@ -333,7 +333,9 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 		defer revoked()
 		readHolders(claim, h.end(claim), prevc)
 	}()
+	took := make(chan struct{})
 	go func() {
+		defer close(took)
 		var prev *holder
 		select {
 		case prev = <-prevc:
@@ -374,6 +376,10 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 		h.fail(err)
 		return nil
 	}
+	// The release record must follow the take record (ctx has ended: the
+	// take's goroutine writes nothing more, or has written).
+	revoked()
+	<-took
 	rel := me
 	rel.At, rel.Released = time.Now().UTC(), "rebalance"
 	if h.stopping.Err() != nil {
