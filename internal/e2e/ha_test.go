@@ -135,6 +135,28 @@ func (h *haCluster) waitActive(except int, within time.Duration) (int, time.Dura
 	}
 }
 
+// waitTakeover waits until slot i's log says it took the pipeline over
+// for why, and its outboxrelay_ha_takeovers_total counts it.
+func (h *haCluster) waitTakeover(i int, why string) {
+	h.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		logged := false
+		for _, line := range strings.Split(readFile(h.slots[i].c.log), "\n") {
+			logged = logged || strings.Contains(line, "this instance took over the pipeline") && strings.Contains(line, why)
+		}
+		_, body := h.get(i, "/metrics")
+		n, _ := metricSum(body, `outboxrelay_ha_takeovers_total{pipeline="`+haName+`"}`)
+		if logged && n >= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("instance %d: logged a takeover because %q: %v, outboxrelay_ha_takeovers_total %v; log:\n%s", i, why, logged, n, readFile(h.slots[i].c.log))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (h *haCluster) logs() string {
 	paths, _ := filepath.Glob(filepath.Join(h.dir, "relay-*.log"))
 	var b strings.Builder
@@ -319,6 +341,8 @@ func runHAKill(t *testing.T, tg crashTarget) {
 		}
 		t.Logf("kill %d: instance %d SIGKILLed at %s; instance %d streams after %s, commits after %s",
 			k, a, at, b, took.Round(time.Millisecond), commit.Round(time.Millisecond))
+		// The new holder says why it took over, and counts it.
+		h.waitTakeover(b, "left the group without releasing the pipeline")
 		// A platform restarts it: it joins as a standby.
 		h.start(a)
 	}
@@ -333,6 +357,7 @@ func runHAKill(t *testing.T, tg crashTarget) {
 	}
 	h.slots[a].gone = true
 	t.Logf("SIGTERM: instance %d stopped; instance %d streams after %s", a, b, time.Since(termed).Round(time.Millisecond))
+	h.waitTakeover(b, "the previous holder released it (shutdown)")
 	r.finish("standby kill test")
 	med, max := durStats(takeovers)
 	cmed, cmax := durStats(commits)

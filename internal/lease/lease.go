@@ -328,10 +328,14 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 	// as not to delay it.
 	ctx, revoked := context.WithCancel(s.Context())
 	defer revoked()
+	// The take record goes first (one produce): a holder killed right
+	// after its assignment is still named as the one that vanished.
+	end := h.end(claim)
+	h.record(claim.Partition(), name, me)
 	prevc := make(chan *holder, 1)
 	go func() {
 		defer revoked()
-		readHolders(claim, h.end(claim), prevc)
+		readHolders(claim, end, prevc)
 	}()
 	took := make(chan struct{})
 	go func() {
@@ -361,7 +365,6 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 				Str("why", "rebalance: the previous holder left the group without releasing the pipeline (killed, paused or cut off for relay.ha.session_timeout); its producer is fenced when this one's starts").
 				Msg("this instance took over the pipeline")
 		}
-		h.record(claim.Partition(), name, me)
 	}()
 
 	if l.o.Observer != nil {
@@ -376,8 +379,7 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 		h.fail(err)
 		return nil
 	}
-	// The release record must follow the take record (ctx has ended: the
-	// take's goroutine writes nothing more, or has written).
+	// The takeover is logged and counted before the release.
 	revoked()
 	<-took
 	rel := me
