@@ -341,12 +341,13 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 	go func() {
 		defer close(took)
 		var prev *holder
+		first := "first holder of the pipeline in this group"
 		select {
 		case prev = <-prevc:
 		case <-ctx.Done():
 			return
 		case <-time.After(5 * time.Second):
-			log.Debug().Msg("the lease records were not read within 5s")
+			first = "the previous holder is unknown: the lease records were not read within 5s"
 		}
 		takeover := prev != nil && prev.Member != me.Member
 		if l.o.Observer != nil {
@@ -354,7 +355,7 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 		}
 		switch {
 		case prev == nil:
-			log.Info().Str("why", "first holder of the pipeline in this group").Msg("this instance streams the pipeline")
+			log.Info().Str("why", first).Msg("this instance streams the pipeline")
 		case !takeover:
 			log.Info().Str("why", "rebalance: this instance held it before").Msg("this instance streams the pipeline")
 		case prev.Released != "":
@@ -379,7 +380,8 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 		h.fail(err)
 		return nil
 	}
-	// The takeover is logged and counted before the release.
+	// The release record is written once the takeover's goroutine is
+	// done (it logged and counted the assignment, or gave up).
 	revoked()
 	<-took
 	rel := me
