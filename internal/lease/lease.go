@@ -21,6 +21,10 @@ type Observer interface {
 	Assigned(pipeline string, takeover bool)
 	// Active: this instance streams pipeline (on) or stopped (off).
 	Active(pipeline string, on bool)
+	// Member: this instance is in the group (it got an assignment, maybe
+	// of nothing: a standby) or not (why: joining, or the error that put
+	// it out), so that a standby cut off from Kafka is not called ready.
+	Member(in bool, why string)
 }
 
 // RunFunc runs pipeline i until ctx ends (then it returns nil after a
@@ -70,6 +74,13 @@ func New(cfg Config, o Options, run RunFunc, log zerolog.Logger) *Lease {
 	cfg.SetDefaults()
 	host, _ := os.Hostname()
 	return &Lease{cfg: cfg, o: o, run: run, log: log, self: holder{Host: host, PID: os.Getpid()}}
+}
+
+// member tells the Observer whether this instance is in the group.
+func (l *Lease) member(in bool, why string) {
+	if l.o.Observer != nil {
+		l.o.Observer.Member(in, why)
+	}
 }
 
 // saramaConfig is the group member's configuration.
@@ -137,6 +148,7 @@ func (l *Lease) Run(ctx context.Context) error {
 	if len(l.o.Pipelines) == 0 {
 		return errors.New("lease: no pipelines")
 	}
+	l.member(false, "joining the standby group")
 	sc := l.saramaConfig()
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
@@ -152,6 +164,7 @@ func (l *Lease) Run(ctx context.Context) error {
 		if err == nil {
 			break
 		}
+		l.member(false, err.Error())
 		if !isPermanent(err) {
 			if outage == nil || outage.Error() != err.Error() {
 				l.log.Warn().Err(err).Msg("cannot join the standby group yet; retrying")
@@ -194,6 +207,7 @@ func (l *Lease) Run(ctx context.Context) error {
 		case errors.Is(err, sarama.ErrInvalidSessionTimeout):
 			return fmt.Errorf("relay.ha.session_timeout: %s is outside what the brokers allow (group.min.session.timeout.ms, 6s by default, to group.max.session.timeout.ms): %w", l.cfg.SessionTimeout, err)
 		case err != nil:
+			l.member(false, err.Error())
 			l.log.Warn().Err(err).Msg("standby group: rejoining")
 			select {
 			case <-runCtx.Done():
@@ -292,6 +306,7 @@ type handler struct {
 }
 
 func (h *handler) Setup(s sarama.ConsumerGroupSession) error {
+	h.l.member(true, "")
 	var mine []string
 	for _, p := range s.Claims()[h.l.o.Topic] {
 		if int(p) < len(h.l.o.Pipelines) {

@@ -71,6 +71,8 @@ func (o *observer) Active(_ string, on bool) {
 	o.active = on
 }
 
+func (o *observer) Member(bool, string) {}
+
 func (o *observer) snapshot() (assigned, takeovers int, active bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -13,6 +13,8 @@ type haState struct {
 	mu      sync.Mutex
 	enabled bool
 	active  map[string]bool
+	member  bool   // in the standby group
+	out     string // why not
 }
 
 // HA registers the standby metrics for pipelines, all 0 (standing by).
@@ -21,6 +23,7 @@ func (m *Metrics) HA(pipelines []string) {
 	defer m.ha.mu.Unlock()
 	m.ha.enabled = true
 	m.ha.active = map[string]bool{}
+	m.ha.out = "joining the standby group"
 	for _, p := range pipelines {
 		m.activeGauge.WithLabelValues(p).Set(0)
 		m.assignments.WithLabelValues(p)
@@ -48,17 +51,29 @@ func (m *Metrics) Active(pipeline string, on bool) {
 	m.activeGauge.WithLabelValues(pipeline).Set(b2f(on))
 }
 
-// standby reports whether this instance is a standby streaming nothing.
-func (m *Metrics) standby() bool {
+// Member says whether this instance is in the standby group, and if not
+// why (joining, or the error that put it out).
+func (m *Metrics) Member(in bool, why string) {
+	m.ha.mu.Lock()
+	defer m.ha.mu.Unlock()
+	m.ha.member, m.ha.out = in, why
+}
+
+// standby reports whether this instance is a standby streaming nothing,
+// and if so whether it is ready (in the group) and why.
+func (m *Metrics) standby() (standby, ready bool, why string) {
 	m.ha.mu.Lock()
 	defer m.ha.mu.Unlock()
 	if !m.ha.enabled {
-		return false
+		return false, false, ""
 	}
 	for _, on := range m.ha.active {
 		if on {
-			return false
+			return false, false, ""
 		}
 	}
-	return true
+	if !m.ha.member {
+		return true, false, "standby, not in the group: " + m.ha.out
+	}
+	return true, true, "standing by: another instance streams the pipeline (relay.ha)"
 }

@@ -8,7 +8,8 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// TestStandbyIsReady: a standby answers /readyz 200; once it streams, the
+// TestStandbyIsReady: a standby in the group answers /readyz 200, one
+// joining or cut off from it 503 (with why); once it streams, the
 // pipeline's own readiness applies (not connected yet: not ready).
 func TestStandbyIsReady(t *testing.T) {
 	t.Parallel()
@@ -17,6 +18,10 @@ func TestStandbyIsReady(t *testing.T) {
 		t.Fatal("a relay not connected is ready")
 	}
 	m.HA([]string{"orders"})
+	if ok, why := m.Ready(time.Now()); ok || !strings.Contains(why, "joining") {
+		t.Fatalf("standby not yet in the group: ready %v (%s), want not ready, joining", ok, why)
+	}
+	m.Member(true, "")
 	if ok, why := m.Ready(time.Now()); !ok || !strings.Contains(why, "standing by") {
 		t.Fatalf("standby: ready %v (%s), want ready, standing by", ok, why)
 	}
@@ -34,6 +39,10 @@ func TestStandbyIsReady(t *testing.T) {
 	m.Active("orders", false)
 	if ok, _ := m.Ready(time.Now()); !ok {
 		t.Fatal("back to standby: not ready")
+	}
+	m.Member(false, "kafka: client has run out of available brokers")
+	if ok, why := m.Ready(time.Now()); ok || !strings.Contains(why, "out of available brokers") {
+		t.Fatalf("standby out of the group: ready %v (%s), want not ready with the error", ok, why)
 	}
 }
 

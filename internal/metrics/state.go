@@ -142,8 +142,8 @@ func (s *state) quietly() bool {
 // (the checkpoint advanced within metrics.stall_timeout) or idle (nothing
 // in flight), and if not, why.
 func (m *Metrics) Ready(now time.Time) (bool, string) {
-	if m.standby() {
-		return true, "standing by: another instance streams the pipeline (relay.ha)"
+	if standby, ready, why := m.standby(); standby {
+		return ready, why
 	}
 	inFlight := m.inFlight()
 	s := &m.state
