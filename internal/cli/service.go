@@ -10,6 +10,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/internal/cleanup"
 	"github.com/outboxrelay/outboxrelay/internal/config"
+	"github.com/outboxrelay/outboxrelay/internal/lease"
 	"github.com/outboxrelay/outboxrelay/internal/metrics"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/relay"
@@ -33,6 +34,10 @@ type Service struct {
 	status  metrics.StatusSource
 	ln      net.Listener
 	cleaner *cleanup.Cleaner // nil: outbox.cleanup is off
+	// lease is nil unless relay.ha.enabled: then the relay runs only
+	// while the standby group assigns this instance its pipeline.
+	lease *lease.Lease
+	log   zerolog.Logger
 }
 
 // NewService wires the components named by cfg. Nothing connects yet.
@@ -61,7 +66,7 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 	klog := log.With().Str("component", "sink.kafka").Logger()
 	newSink := relay.SinkFactory(func(context.Context) (sink.Sink, error) { return kafka.New(kcfg, klog) })
 
-	s := &Service{Store: store, cfg: cfg}
+	s := &Service{Store: store, cfg: cfg, log: log}
 	// Exactly-once holds the fence once its producer is up: a stale
 	// instance still holding the source (a Postgres slot) is let go of.
 	var rsrc relay.Source = relaySource{Source: src, o: source.OpenOptions{CheckTable: mapper.CheckTable, TakeOver: rcfg.Delivery == relay.ExactlyOnce}}
@@ -93,7 +98,37 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 		s.cleaner = newCleaner(cfg, src, d, s.Metrics, log)
 	}
 	s.Relay = relay.New(rcfg, rsrc, newSink, rstore, mapper, log.With().Str("component", "relay").Logger())
+	if rcfg.HA.Enabled {
+		if err := s.newLease(); err != nil {
+			store.Close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// newLease puts the relay under the standby group: one pipeline, named
+// after the relay, on partition 0 of the lease topic.
+func (s *Service) newLease() error {
+	cfg := s.cfg
+	// The lease's client is the sink's, without its transactional id.
+	sc, err := cfg.Kafka.ClientConfig()
+	if err != nil {
+		return err
+	}
+	sc.Producer.Transaction.ID = ""
+	pipelines := []string{cfg.Relay.Name}
+	o := lease.Options{
+		Group: lease.GroupID(cfg.Relay.Name), Topic: cfg.Relay.HA.Topic, Pipelines: pipelines,
+		Brokers: cfg.Kafka.Brokers, Client: sc,
+	}
+	if s.Metrics != nil {
+		s.Metrics.HA(pipelines)
+		o.Observer = s.Metrics
+	}
+	run := func(ctx context.Context, _ int) error { return s.Relay.Run(ctx) }
+	s.lease = lease.New(cfg.Relay.HA, o, run, s.log.With().Str("component", "lease").Logger())
+	return nil
 }
 
 // Listen binds metrics.listen, so that a busy port stops the relay before
@@ -124,18 +159,24 @@ func (s *Service) Run(ctx context.Context) error {
 		stop := s.Metrics.Serve(s.ln, s.status)
 		defer stop()
 	}
-	if s.cleaner == nil {
-		return s.Relay.Run(ctx)
+	run := s.Relay.Run
+	if s.lease != nil {
+		run = s.lease.Run
 	}
-	// The cleanup lives as long as the relay, on its own connection; it
-	// never stops the relay (it retries its own failures).
+	if s.cleaner == nil {
+		return run(ctx)
+	}
+	// The cleanup lives as long as the relay (on a standby too: it deletes
+	// only what the durable position covers, whoever made it durable), on
+	// its own connection; it never stops the relay (it retries its own
+	// failures).
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_ = s.cleaner.Run(cctx)
 	}()
-	err := s.Relay.Run(ctx)
+	err := run(ctx)
 	cancel()
 	<-done
 	return err

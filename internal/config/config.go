@@ -123,6 +123,26 @@ func (c *Config) validateDelivery() []error {
 	return errs
 }
 
+// validateHA checks what standby instances (relay.ha) combine.
+func (c *Config) validateHA() []error {
+	if !c.Relay.HA.Enabled {
+		return nil
+	}
+	var errs []error
+	if c.Checkpoint.Type != "kafka" {
+		errs = append(errs, fmt.Errorf("relay.ha.enabled: standby instances share their position through Kafka: set checkpoint.type: kafka (not %s)", c.Checkpoint.Type))
+	}
+	if c.Relay.Delivery != relay.ExactlyOnce {
+		// At-least-once has no fence: an ex-holder that was paused or cut
+		// off would still write after the new holder, out of order.
+		errs = append(errs, fmt.Errorf("relay.ha.enabled: needs relay.delivery: exactly-once (not %s): only the transactional producer's epoch stops an instance that lost the lease (paused, cut off) from writing after its successor", c.Relay.Delivery))
+	}
+	if c.Relay.Name == "" && c.Checkpoint.Type != "kafka" {
+		errs = append(errs, errors.New("relay.name: required with relay.ha.enabled (it names the group, the lease topic and the transactional id)"))
+	}
+	return errs
+}
+
 // Validate checks every component, prefixing each error with its key.
 func (c *Config) Validate() error {
 	var errs []error
@@ -150,6 +170,7 @@ func (c *Config) Validate() error {
 	}
 	prefix("relay", c.Relay.Validate())
 	errs = append(errs, c.validateDelivery()...)
+	errs = append(errs, c.validateHA()...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -49,6 +49,9 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"bad env int", valid, []string{"OUTBOXRELAY_SOURCE_MYSQL_SERVER_ID=abc"}, []string{"source.mysql.server_id", "OUTBOXRELAY_SOURCE_MYSQL_SERVER_ID"}},
 		{"bad duration", valid, []string{"OUTBOXRELAY_RELAY_SHUTDOWN_TIMEOUT=soon"}, []string{"relay.shutdown_timeout"}},
 		{"missing source type", strings.Replace(valid, "type: mysql", "", 1), nil, []string{"source.type: required"}},
+		{"ha without the kafka store", valid, []string{"OUTBOXRELAY_RELAY_HA_ENABLED=true", "OUTBOXRELAY_RELAY_NAME=r"}, []string{"relay.ha.enabled", "checkpoint.type: kafka", "relay.delivery: exactly-once"}},
+		{"ha at-least-once", valid, []string{"OUTBOXRELAY_RELAY_HA_ENABLED=true", "OUTBOXRELAY_RELAY_NAME=r", "OUTBOXRELAY_CHECKPOINT_TYPE=kafka"}, []string{"relay.ha.enabled: needs relay.delivery: exactly-once"}},
+		{"ha heartbeat", valid, []string{"OUTBOXRELAY_RELAY_HA_ENABLED=true", "OUTBOXRELAY_RELAY_NAME=r", "OUTBOXRELAY_CHECKPOINT_TYPE=kafka", "OUTBOXRELAY_RELAY_DELIVERY=exactly-once", "OUTBOXRELAY_RELAY_HA_HEARTBEAT_INTERVAL=5s"}, []string{"relay.ha.heartbeat_interval"}},
 		{"empty file", "", nil, []string{"source.type: required", "kafka.brokers: required", "checkpoint.file.path: required"}},
 	}
 	for _, tt := range tests {
@@ -67,6 +70,18 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 				t.Errorf("error leaks the password: %q", err)
 			}
 		})
+	}
+}
+
+// TestParseHA: standby instances with their defaults.
+func TestParseHA(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte(valid), []string{"OUTBOXRELAY_RELAY_HA_ENABLED=true", "OUTBOXRELAY_RELAY_NAME=orders", "OUTBOXRELAY_CHECKPOINT_TYPE=kafka", "OUTBOXRELAY_RELAY_DELIVERY=exactly-once"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := c.Relay.HA; !h.Enabled || h.Topic != "outboxrelay.lease.orders" || h.SessionTimeout != 10*time.Second || h.HeartbeatInterval != time.Second {
+		t.Fatalf("relay.ha: %+v", h)
 	}
 }
 

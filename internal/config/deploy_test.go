@@ -33,7 +33,8 @@ type composeService struct {
 	StopGrace   string            `yaml:"stop_grace_period"`
 }
 
-// TestComposeRelaysMatchTheirServices: one relay per database, each with a
+// TestComposeRelaysMatchTheirServices: a relay per database (two standby
+// instances of one relay for one of them), each with a
 // config file that exists, loads with the service's environment, names
 // services of the compose file as its database and brokers, publishes its
 // metrics port and gets a stop grace period longer than its shutdown
@@ -51,6 +52,8 @@ func TestComposeRelaysMatchTheirServices(t *testing.T) {
 		t.Fatalf("docker-compose.yml: %v", err)
 	}
 	sources := map[string]string{} // source type → relay service
+	loaded := map[string]*Config{} // relay service → its configuration
+	standbys := 0                  // relays standing by for another
 	for name, s := range compose.Services {
 		if s.Build == nil {
 			continue
@@ -91,9 +94,14 @@ func TestComposeRelaysMatchTheirServices(t *testing.T) {
 			continue
 		}
 		if other, dup := sources[cfg.Source.Type]; dup {
-			t.Errorf("relays %s and %s both read a %s source", name, other, cfg.Source.Type)
+			// Only standby instances of one relay may share a database.
+			if o := loaded[other]; !cfg.Relay.HA.Enabled || !o.Relay.HA.Enabled || o.Relay.Name != cfg.Relay.Name {
+				t.Errorf("relays %s and %s both read a %s source and are not standby instances of one relay (relay.ha.enabled, the same relay.name)", name, other, cfg.Source.Type)
+			}
+			standbys++
 		}
 		sources[cfg.Source.Type] = name
+		loaded[name] = cfg
 		var dbHost string
 		switch cfg.Source.Type {
 		case "mysql":
@@ -126,7 +134,10 @@ func TestComposeRelaysMatchTheirServices(t *testing.T) {
 		}
 	}
 	if sources["mysql"] == "" || sources["postgres"] == "" {
-		t.Errorf("want one relay per database (mysql and postgres), have %v", sources)
+		t.Errorf("want a relay per database (mysql and postgres), have %v", sources)
+	}
+	if standbys == 0 {
+		t.Errorf("want two standby instances of one relay for one database (relay.ha)")
 	}
 }
 
@@ -313,5 +324,166 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	if fs := dig(pod, "securityContext", "fsGroup"); fs != 65532 {
 		t.Errorf("securityContext.fsGroup %v: the image's user (65532) must be able to write the checkpoint volume", fs)
+	}
+}
+
+// loadManifests reads every object of dir/*.yaml, and the resources its
+// kustomization.yaml lists.
+func loadManifests(t *testing.T, dir string) (map[string]k8sObject, []string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if len(files) == 0 {
+		t.Fatalf("no manifests in %s", dir)
+	}
+	objs := map[string]k8sObject{}
+	var kustomize, listed []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		for {
+			var o k8sObject
+			err := dec.Decode(&o)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if o.Kind == "Kustomization" {
+				kustomize = o.Resources
+				continue
+			}
+			objs[o.Kind+"/"+o.name()] = o
+		}
+		if base := filepath.Base(f); base != "kustomization.yaml" {
+			listed = append(listed, base)
+		}
+	}
+	sort.Strings(listed)
+	sort.Strings(kustomize)
+	if fmt.Sprint(listed) != fmt.Sprint(kustomize) {
+		t.Errorf("%s/kustomization.yaml lists %v, the directory has %v", dir, kustomize, listed)
+	}
+	return objs, kustomize
+}
+
+// TestKubernetesStandbyManifests: deploy/ha runs two instances of one
+// relay with relay.ha — no volume (the position is in Kafka), a rolling
+// update that never goes below the replicas, a PodDisruptionBudget over
+// the pods, probes on the port the config serves, and a config that
+// loads with the Deployment's environment.
+func TestKubernetesStandbyManifests(t *testing.T) {
+	t.Parallel()
+	objs, _ := loadManifests(t, "../../deploy/ha")
+	d, ok := objs["Deployment/outboxrelay-shop"]
+	if !ok {
+		t.Fatal("no Deployment outboxrelay-shop in deploy/ha")
+	}
+	if r, _ := d.Spec["replicas"].(int); r < 2 {
+		t.Errorf("replicas: %v, want at least 2", d.Spec["replicas"])
+	}
+	if s := dig(d.Spec, "strategy", "type"); s != "RollingUpdate" {
+		t.Errorf("strategy.type: %v, want RollingUpdate", s)
+	}
+	if u := dig(d.Spec, "strategy", "rollingUpdate", "maxUnavailable"); u != 0 {
+		t.Errorf("rollingUpdate.maxUnavailable: %v, want 0", u)
+	}
+	pod := dig(d.Spec, "template", "spec")
+	labels, _ := dig(d.Spec, "template", "metadata", "labels").(map[string]any)
+	vols, _ := dig(pod, "volumes").([]any)
+	var cfgMap, cfgDir string
+	c := dig(pod, "containers", 0)
+	mounts := map[string]string{}
+	ms, _ := dig(c, "volumeMounts").([]any)
+	for _, m := range ms {
+		mounts[fmt.Sprint(dig(m, "name"))] = fmt.Sprint(dig(m, "mountPath"))
+	}
+	for _, v := range vols {
+		if dig(v, "persistentVolumeClaim") != nil {
+			t.Errorf("volume %v: standby instances keep no state on a volume", dig(v, "name"))
+		}
+		if n, ok := dig(v, "configMap", "name").(string); ok {
+			cfgMap, cfgDir = n, mounts[fmt.Sprint(dig(v, "name"))]
+		}
+	}
+	for _, o := range objs {
+		if o.Kind == "PersistentVolumeClaim" {
+			t.Errorf("deploy/ha defines a PersistentVolumeClaim %s: standby instances need none", o.name())
+		}
+	}
+	pdbs := 0
+	for _, o := range objs {
+		if o.Kind != "PodDisruptionBudget" {
+			continue
+		}
+		pdbs++
+		sel, _ := dig(o.Spec, "selector", "matchLabels").(map[string]any)
+		for k, v := range sel {
+			if labels[k] != v {
+				t.Errorf("PodDisruptionBudget %s selects %s=%v, which the pods do not carry", o.name(), k, v)
+			}
+		}
+		if len(sel) == 0 {
+			t.Errorf("PodDisruptionBudget %s selects nothing", o.name())
+		}
+		if m, _ := o.Spec["minAvailable"].(int); m < 1 {
+			t.Errorf("PodDisruptionBudget %s: minAvailable %v, want at least 1", o.name(), o.Spec["minAvailable"])
+		}
+	}
+	if pdbs != 1 {
+		t.Errorf("want one PodDisruptionBudget, have %d", pdbs)
+	}
+	if p := dig(c, "livenessProbe", "httpGet", "path"); p != "/healthz" {
+		t.Errorf("livenessProbe path %v", p)
+	}
+	if p := dig(c, "readinessProbe", "httpGet", "path"); p != "/readyz" {
+		t.Errorf("readinessProbe path %v", p)
+	}
+	portName := dig(c, "readinessProbe", "httpGet", "port")
+	containerPort := 0
+	ports, _ := dig(c, "ports").([]any)
+	for _, p := range ports {
+		if dig(p, "name") == portName {
+			containerPort, _ = dig(p, "containerPort").(int)
+		}
+	}
+	cm, ok := objs["ConfigMap/"+cfgMap]
+	if !ok {
+		t.Fatalf("ConfigMap %q is not defined", cfgMap)
+	}
+	var env []string
+	envs, _ := dig(c, "env").([]any)
+	for _, e := range envs {
+		name := fmt.Sprint(dig(e, "name"))
+		if secret, ok := dig(e, "valueFrom", "secretKeyRef", "name").(string); ok {
+			if _, ok := objs["Secret/"+secret]; !ok {
+				t.Errorf("env %s: Secret %s is not defined", name, secret)
+			}
+		}
+		env = append(env, name+"=from-the-secret")
+	}
+	args := fmt.Sprint(dig(c, "args"))
+	for file, text := range cm.Data {
+		if !strings.Contains(args, filepath.Join(cfgDir, file)) {
+			t.Errorf("the container's args %s do not name %s", args, filepath.Join(cfgDir, file))
+		}
+		cfg, err := Parse([]byte(fmt.Sprint(text)), env)
+		if err != nil {
+			t.Errorf("ConfigMap %s %s: %v", cfgMap, file, err)
+			continue
+		}
+		if !cfg.Relay.HA.Enabled || cfg.Checkpoint.Type != "kafka" {
+			t.Errorf("ConfigMap %s %s: relay.ha.enabled %v, checkpoint.type %s; want true, kafka", cfgMap, file, cfg.Relay.HA.Enabled, cfg.Checkpoint.Type)
+		}
+		if _, port, err := net.SplitHostPort(cfg.Metrics.Listen); err != nil || port != fmt.Sprint(containerPort) {
+			t.Errorf("metrics.listen %q does not serve the probes' port %d", cfg.Metrics.Listen, containerPort)
+		}
+		grace, _ := dig(pod, "terminationGracePeriodSeconds").(int)
+		if time.Duration(grace)*time.Second <= cfg.Relay.ShutdownTimeout {
+			t.Errorf("terminationGracePeriodSeconds %d must exceed relay.shutdown_timeout %s", grace, cfg.Relay.ShutdownTimeout)
+		}
 	}
 }

@@ -57,6 +57,10 @@ type Metrics struct {
 	cpPosition     string
 	readyLogged    atomic.Int32 // 0 unknown, 1 ready, 2 not ready
 	cleanup        cleanupMetrics
+	activeGauge    *prometheus.GaugeVec
+	assignments    *prometheus.CounterVec
+	takeovers      *prometheus.CounterVec
+	ha             haState
 }
 
 type topicCounters struct {
@@ -90,6 +94,9 @@ func New(cfg Config, info Info, log zerolog.Logger) *Metrics {
 	m.readToAck = f.histogram("outboxrelay_read_to_ack_seconds", "Per transaction with outbox records: from reading its commit from the log to Kafka's acknowledgement of its last record; precise on every source (the relay's clock), unlike outboxrelay_commit_to_ack_seconds on MariaDB.",
 		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
 	m.cleanup = newCleanupMetrics(f)
+	m.activeGauge = f.gaugeVec("outboxrelay_active", "relay.ha: 1 on the instance that streams the pipeline, 0 on a standby.", "pipeline")
+	m.assignments = f.counterVec("outboxrelay_ha_assignments_total", "relay.ha: times the standby group assigned the pipeline to this instance.", "pipeline")
+	m.takeovers = f.counterVec("outboxrelay_ha_takeovers_total", "relay.ha: assignments of the pipeline to this instance that another instance held before (a failover or a move).", "pipeline")
 	f.gaugeFunc("outboxrelay_records_in_flight", "Records sent to Kafka and not yet acknowledged.", func() float64 { return float64(m.inFlight()) })
 	f.gaugeFunc("outboxrelay_source_behind_seconds", "Seconds between now and the commit time of the last transaction read (whole seconds on MariaDB); 0 while the relay waits for new transactions (caught up).", func() float64 { return m.state.secondsBehind(time.Now()) })
 	f.gaugeFunc("outboxrelay_checkpoint_age_seconds", "Seconds since the durable checkpoint was last written (0 before the first); it grows while the database is idle.", func() float64 {

@@ -19,6 +19,7 @@ func TestMetricNamesFollowConventions(t *testing.T) {
 	m.BadRow("null_key", "skip") // vectors are gathered once they have a series
 	m.topic("outbox.event.order")
 	m.snapshotRows.WithLabelValues("shop.outbox")
+	m.HA([]string{"orders"})
 	families, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)

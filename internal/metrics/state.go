@@ -142,6 +142,9 @@ func (s *state) quietly() bool {
 // (the checkpoint advanced within metrics.stall_timeout) or idle (nothing
 // in flight), and if not, why.
 func (m *Metrics) Ready(now time.Time) (bool, string) {
+	if standby, ready, why := m.standby(); standby {
+		return ready, why
+	}
 	inFlight := m.inFlight()
 	s := &m.state
 	s.mu.Lock()

@@ -15,11 +15,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/internal/lease"
 	"github.com/outboxrelay/outboxrelay/internal/outbox"
 	"github.com/outboxrelay/outboxrelay/internal/retry"
 	"github.com/outboxrelay/outboxrelay/sink"
@@ -84,6 +86,10 @@ type Config struct {
 	// position, a bad row under on_bad_row: fail, and
 	// max_failures_at_position stop the relay regardless. Default false.
 	RetryConfigErrors bool `yaml:"retry_config_errors"`
+	// HA runs this instance as one of several with the same name, which
+	// a Kafka consumer group coordinates: one streams, the others stand
+	// by (relay.ha; the lease package).
+	HA lease.Config `yaml:"ha"`
 	// Ephemeral says the store keeps nothing durable (a replay's, in
 	// memory): logs then say so instead of naming a checkpoint.
 	Ephemeral bool `yaml:"-"`
@@ -132,6 +138,10 @@ func (c *Config) SetDefaults() {
 	if c.TransactionTimeout == 0 {
 		c.TransactionTimeout = time.Minute
 	}
+	c.HA.SetDefaults()
+	if c.HA.Topic == "" && c.Name != "" {
+		c.HA.Topic = lease.DefaultTopic(c.Name)
+	}
 }
 
 // Validate names the field at fault.
@@ -159,6 +169,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxFailuresAtPosition < -1 {
 		errs = append(errs, fmt.Errorf("max_failures_at_position: %d: want a count ≥ 1, or -1 for never", c.MaxFailuresAtPosition))
+	}
+	if err := c.HA.Validate(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			errs = append(errs, fmt.Errorf("ha.%s", line))
+		}
 	}
 	return errors.Join(errs...)
 }
