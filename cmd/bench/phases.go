@@ -161,7 +161,7 @@ kafka:
 	if d.cleanup {
 		// Rows go as soon as the checkpoint covers them: the cleanup
 		// deletes while the relay drains, its worst case for the stream.
-		cfg += "outbox:\n  cleanup:\n    enabled: true\n    retention: 1ms\n    interval: 100ms\n"
+		cfg += "outbox:\n  cleanup:\n    enabled: true\n    retention: 1ms\n    interval: 1s\n"
 	}
 	p := filepath.Join(dir, "relay.yaml")
 	return p, os.WriteFile(p, []byte(cfg), 0o600)

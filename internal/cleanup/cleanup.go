@@ -64,10 +64,14 @@ type Cleaner struct {
 	o   Options
 	log zerolog.Logger
 	// oldestAt is when the oldest row was last measured: MIN over a
-	// table without an index on the column scans it, so back-to-back
-	// full rounds measure it at most once per interval.
+	// table without an index on the column scans it, so it is measured
+	// at most once per oldestEvery (or interval, if longer).
 	oldestAt time.Time
 }
+
+// oldestEvery bounds how often the oldest-row gauge is measured: fresh
+// enough for an alert on hours, and a table scan at most every so often.
+const oldestEvery = 30 * time.Second
 
 // New returns a Cleaner; nothing connects until Run.
 func New(o Options, log zerolog.Logger) *Cleaner {
@@ -182,7 +186,7 @@ func (c *Cleaner) round(ctx context.Context, conn source.TableConn, specs []sour
 			}
 		}
 	}
-	if c.o.Oldest != nil && (!full || time.Since(c.oldestAt) >= cfg.Interval) {
+	if c.o.Oldest != nil && time.Since(c.oldestAt) >= max(cfg.Interval, oldestEvery) {
 		c.oldestAt = time.Now()
 		var oldest time.Duration
 		found := false
