@@ -80,30 +80,39 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 
 // newPipelines wires one relay per pipeline, each with the config
 // ForPipeline gives it (its source, its relay name: its own position key
-// and transactional id), under one standby group. Their source, sink and
-// store are not measured: the metrics' collectors describe one pipeline,
-// and would mix several up; the standby metrics are per pipeline.
+// and transactional id), under one standby group. With more than one,
+// their source, sink and store are not measured: the metrics' collectors
+// describe one pipeline, and would mix several up; the standby metrics
+// are per pipeline.
 func (s *Service) newPipelines() error {
 	cfg := s.cfg
+	srcs := make([]source.Source, len(cfg.Pipelines))
+	for i, p := range cfg.Pipelines {
+		src, err := cfg.ForPipeline(i).Source.New(s.log.With().Str("pipeline", p.Name).Logger())
+		if err != nil {
+			return fmt.Errorf("pipelines[%d] (%s): %w", i, p.Name, err)
+		}
+		srcs[i] = src
+	}
+	var m *metrics.Metrics // measures the one pipeline, if there is one
 	if cfg.Metrics.Enabled() {
-		s.Metrics = metrics.New(cfg.Metrics, metrics.Info{Source: cfg.Pipelines[0].Source.Type, Version: version()},
-			s.log.With().Str("component", "metrics").Logger())
+		info := metrics.Info{Source: srcs[0].Kind(), Version: version()}
+		if len(srcs) == 1 {
+			_, wal := srcs[0].(metrics.WALRetainer)
+			info.Position, info.RetainsWAL = srcs[0].Number, wal
+		}
+		s.Metrics = metrics.New(cfg.Metrics, info, s.log.With().Str("component", "metrics").Logger())
+		if len(srcs) == 1 {
+			m, s.status = s.Metrics, srcs[0]
+		}
 	}
 	for i, p := range cfg.Pipelines {
-		pc := cfg.ForPipeline(i)
-		plog := s.log.With().Str("pipeline", p.Name).Logger()
-		src, err := pc.Source.New(plog)
-		if err == nil {
-			var rel *relay.Relay
-			var store Store
-			rel, store, err = s.newRelay(pc, src, nil, plog)
-			if err == nil {
-				s.Relays, s.Stores = append(s.Relays, rel), append(s.Stores, store)
-				continue
-			}
+		rel, store, err := s.newRelay(cfg.ForPipeline(i), srcs[i], m, s.log.With().Str("pipeline", p.Name).Logger())
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("pipelines[%d] (%s): %w", i, p.Name, err)
 		}
-		s.Close()
-		return fmt.Errorf("pipelines[%d] (%s): %w", i, p.Name, err)
+		s.Relays, s.Stores = append(s.Relays, rel), append(s.Stores, store)
 	}
 	s.Relay, s.Store = s.Relays[0], s.Stores[0]
 	if cfg.Relay.HA.Enabled {
@@ -111,7 +120,7 @@ func (s *Service) newPipelines() error {
 			s.Close()
 			return err
 		}
-		if s.Metrics != nil {
+		if s.Metrics != nil && m == nil {
 			s.Metrics.OnlyHA()
 		}
 	}

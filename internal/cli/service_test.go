@@ -65,6 +65,30 @@ func TestServicePipelines(t *testing.T) {
 	}
 }
 
+// TestServiceOnePipeline: one pipeline without relay.ha is a plain relay
+// under its pipeline's name, measured as one (not ready until it
+// streams).
+func TestServiceOnePipeline(t *testing.T) {
+	t.Parallel()
+	y := pipelinesYAML[:strings.Index(pipelinesYAML, "  - name: b")] + pipelinesYAML[strings.Index(pipelinesYAML, "kafka:"):]
+	y = strings.Replace(y, "enabled: true", "enabled: false", 1)
+	cfg, err := config.Parse([]byte(y), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewService(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if len(s.Relays) != 1 || s.lease != nil || !strings.HasSuffix(s.Store.Where(), "key orders.a") {
+		t.Fatalf("relays %d, lease %v, store %s", len(s.Relays), s.lease != nil, s.Store.Where())
+	}
+	if ok, why := s.Metrics.Ready(time.Now()); ok || !strings.Contains(why, "not connected") {
+		t.Fatalf("one pipeline not streaming: ready %v (%s), want not ready, not connected", ok, why)
+	}
+}
+
 // TestOtherCommandsRefusePipelines: only run knows pipelines.
 func TestOtherCommandsRefusePipelines(t *testing.T) {
 	t.Parallel()
