@@ -15,9 +15,9 @@ import (
 	"github.com/outboxrelay/outboxrelay/internal/testdb"
 )
 
-// Many pipelines (pipelines:): four MariaDB databases, each its own
-// pipeline (its own source with its own server_id, position key and
-// transactional id), spread by the standby group over two relay
+// Many pipelines (pipelines:): four databases on one MariaDB (or
+// Postgres) server, each its own pipeline (its own source with its own
+// server_id or slot, position key and transactional id), spread by the standby group over two relay
 // processes. Killing one moves its pipelines to the other; restarting it
 // moves some back. A read_committed consumer must see every row once,
 // in per-key order, and no pipeline may be seen active on both instances
@@ -27,15 +27,39 @@ const pipelineCount = 4
 
 func pipelineName(i int) string { return fmt.Sprintf("shard%d", i) }
 
+// pipelineDB is one pipeline's database in the test: its source section
+// (indented as an item of pipelines), a writer, and its position's order.
+type pipelineDB struct {
+	source  string
+	dialect func(t testing.TB) dialect
+}
+
+// pipelinesTarget is the test's databases on one server (one log).
+type pipelinesTarget struct {
+	dbs            []pipelineDB
+	serverPosition func(t testing.TB) string
+	compare        func(a, b string) (int, error)
+}
+
 // pipelinesConfig is the YAML of one relay with one pipeline per
 // database; relay.name, exactly-once and relay.ha come from the env.
-func pipelinesConfig(dbs []*testdb.MySQL, broker string, dir string) string {
+func pipelinesConfig(tg pipelinesTarget, broker string, dir string) string {
 	var b strings.Builder
 	b.WriteString("pipelines:\n")
-	for i, db := range dbs {
-		fmt.Fprintf(&b, `  - name: %s
-    source:
-      type: mysql
+	for i, db := range tg.dbs {
+		fmt.Fprintf(&b, "  - name: %s\n    source:\n%s", pipelineName(i), db.source)
+	}
+	b.WriteString(relaySections(broker, filepath.Join(dir, "unused.json")))
+	return b.String()
+}
+
+func pipelinesMySQL(t *testing.T) pipelinesTarget {
+	var tg pipelinesTarget
+	for i := 0; i < pipelineCount; i++ {
+		db := testdb.MariaDB(t)
+		db.Exec(t, mysqlSchema, mysqlNoise)
+		tg.dbs = append(tg.dbs, pipelineDB{
+			source: fmt.Sprintf(`      type: mysql
       mysql:
         addr: %s
         user: %s
@@ -44,10 +68,42 @@ func pipelinesConfig(dbs []*testdb.MySQL, broker string, dir string) string {
         tables: [%s.outbox]
         start: current
         heartbeat: 1s
-`, pipelineName(i), db.Addr, db.User, db.Password, testdb.ServerID(), db.DB)
+`, db.Addr, db.User, db.Password, testdb.ServerID(), db.DB),
+			dialect: func(t testing.TB) dialect { return mysqlGrammarDialect(t, db) },
+		})
+		if i == 0 {
+			tg.serverPosition = db.Position // one server: one binlog for every database
+		}
 	}
-	b.WriteString(relaySections(broker, filepath.Join(dir, "unused.json")))
-	return b.String()
+	tg.compare = mysqlCompare
+	return tg
+}
+
+func pipelinesPostgres(t *testing.T) pipelinesTarget {
+	var tg pipelinesTarget
+	for i := 0; i < pipelineCount; i++ {
+		db := setupPostgres(t)
+		db.Exec(t,
+			"CREATE PUBLICATION "+db.Publication+" FOR TABLE public.outbox WITH (publish = 'insert')",
+			"SELECT pg_create_logical_replication_slot('"+db.Slot+"', 'pgoutput')")
+		tg.dbs = append(tg.dbs, pipelineDB{
+			source: fmt.Sprintf(`      type: postgres
+      postgres:
+        dsn: %q
+        slot: %s
+        publication: %s
+        tables: [public.outbox]
+        status_interval: 1s
+`, db.DSN, db.Slot, db.Publication),
+			dialect: func(t testing.TB) dialect { return postgresGrammarDialect(t, db) },
+		})
+		if i == 0 {
+			// One server: one WAL for every database.
+			tg.serverPosition = func(t testing.TB) string { return db.QueryString(t, "SELECT pg_current_wal_lsn()::text") }
+		}
+	}
+	tg.compare = postgresCompare
+	return tg
 }
 
 // holders reads which pipelines each live instance says it streams.
@@ -120,18 +176,23 @@ func ownAggregates(p plan, prefix string) plan {
 // gets some back; 0 lost, 0 duplicates, per-key order kept.
 func TestIntegrationHAPipelinesMySQL(t *testing.T) {
 	t.Parallel()
-	var dbs []*testdb.MySQL
-	for i := 0; i < pipelineCount; i++ {
-		db := testdb.MariaDB(t)
-		db.Exec(t, mysqlSchema, mysqlNoise)
-		dbs = append(dbs, db)
-	}
+	runHAPipelines(t, pipelinesMySQL(t))
+}
+
+// TestIntegrationHAPipelinesPostgres: the same with 4 Postgres
+// databases, each its own slot.
+func TestIntegrationHAPipelinesPostgres(t *testing.T) {
+	t.Parallel()
+	runHAPipelines(t, pipelinesPostgres(t))
+}
+
+func runHAPipelines(t *testing.T, tg pipelinesTarget) {
 	broker, err := devbroker.Start(devbroker.Options{Partitions: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(broker.Close)
-	yaml := pipelinesConfig(dbs, broker.Addr(), t.TempDir())
+	yaml := pipelinesConfig(tg, broker.Addr(), t.TempDir())
 	h := newHACluster(t, crashTarget{yaml: func(string, string) string { return yaml }}, broker.Addr(), 2)
 	h.start(0)
 	h.start(1)
@@ -170,13 +231,13 @@ func TestIntegrationHAPipelinesMySQL(t *testing.T) {
 	// One writer per database, spread over ~30s.
 	var want []event
 	var plans []plan
-	for i := range dbs {
+	for i := range tg.dbs {
 		p := ownAggregates(makePlan(int64(50+i), fmt.Sprintf("m%d", i), 150, 1500, 12, 6), fmt.Sprintf("m%d-", i))
 		plans = append(plans, p)
 		want = append(want, p.Want...)
 	}
 	var writers sync.WaitGroup
-	for i, db := range dbs {
+	for i, db := range tg.dbs {
 		writers.Add(1)
 		go func(p plan, d dialect) {
 			defer writers.Done()
@@ -185,7 +246,7 @@ func TestIntegrationHAPipelinesMySQL(t *testing.T) {
 				p.write(t, d, j, j+1)
 				time.Sleep(pace)
 			}
-		}(plans[i], mysqlGrammarDialect(t, db))
+		}(plans[i], db.dialect(t))
 	}
 
 	time.Sleep(8 * time.Second)
@@ -235,13 +296,13 @@ func TestIntegrationHAPipelinesMySQL(t *testing.T) {
 	h.waitSpread("instance 0 restarted", 60*time.Second, both)
 
 	writers.Wait()
-	end := dbs[0].Position(t) // one server: one binlog for every database
-	for i := range dbs {
+	end := tg.serverPosition(t)
+	for i := range tg.dbs {
 		store := kafkaPositions(t, broker.Addr(), haName+"."+pipelineName(i))
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			p := loadPosition(t, store)
-			if c, err := mysqlCompare(p, end); p != "" && err == nil && c >= 0 {
+			if c, err := tg.compare(p, end); p != "" && err == nil && c >= 0 {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -262,7 +323,7 @@ func TestIntegrationHAPipelinesMySQL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := analyzeCrash(t, recs, want, nil, map[string]bool{}, mysqlCompare)
+	rep := analyzeCrash(t, recs, want, nil, map[string]bool{}, tg.compare)
 	t.Logf("4 pipelines over 2 instances: %d records, %d distinct, lost %d, unexpected %d, duplicates %d, per-key order violations %d; takeover after SIGKILL %s",
 		rep.records, rep.distinct, rep.lost, rep.unexpected, rep.duplicates, rep.orderViolations, took.Round(time.Millisecond))
 	if rep.lost != 0 || rep.unexpected != 0 || rep.duplicates != 0 || rep.orderViolations != 0 {
