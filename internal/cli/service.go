@@ -41,8 +41,8 @@ type Service struct {
 	status  metrics.StatusSource
 	ln      net.Listener
 	cleaner *cleanup.Cleaner // nil: outbox.cleanup is off
-	// lease is nil unless relay.ha.enabled: then the relay runs only
-	// while the standby group assigns this instance its pipeline.
+	// lease is nil unless relay.ha.enabled: then relay i runs only while
+	// the standby group assigns this instance pipeline i.
 	lease *lease.Lease
 	log   zerolog.Logger
 }
@@ -51,7 +51,10 @@ type Service struct {
 func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, log: log}
 	if len(cfg.Pipelines) > 0 {
-		return s, s.newPipelines()
+		if err := s.newPipelines(); err != nil {
+			return nil, err
+		}
+		return s, nil
 	}
 	src, err := cfg.Source.New(log)
 	if err != nil {
