@@ -215,6 +215,10 @@ func loadConfig(name string, args []string, environ []string, stderr io.Writer, 
 	if err != nil {
 		return fail(err, false)
 	}
+	if len(cfg.Pipelines) > 0 && name != "run" {
+		// The other commands act on one relay's source and position.
+		return fail(fmt.Errorf("config: pipelines: %s works on one pipeline: give it a config with that pipeline's source as source and relay.name %s", name, config.PipelineRelayName(cfg.Relay.Name, "PIPELINE")), false)
+	}
 	return cfg, ExitOK
 }
 
@@ -243,9 +247,8 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 		log.Error().Err(err).Msg("cannot start")
 		return ExitUsage
 	}
-	store := svc.Store
-	defer store.Close()
-	unlock, err := store.Lock()
+	defer svc.Close()
+	unlock, err := svc.Lock()
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return ExitFailure
@@ -255,7 +258,11 @@ func cmdRun(ctx context.Context, args []string, environ []string, stderr io.Writ
 		log.Error().Err(err).Msg("cannot start")
 		return ExitFailure
 	}
-	log.Info().Str("version", version()).Str("source", cfg.Source.Type).Strs("tables", cfg.Source.OutboxTables()).Strs("brokers", cfg.Kafka.Brokers).Msg("outboxrelay starting")
+	if len(cfg.Pipelines) > 0 {
+		log.Info().Str("version", version()).Strs("pipelines", cfg.PipelineNames()).Strs("brokers", cfg.Kafka.Brokers).Msg("outboxrelay starting")
+	} else {
+		log.Info().Str("version", version()).Str("source", cfg.Source.Type).Strs("tables", cfg.Source.OutboxTables()).Strs("brokers", cfg.Kafka.Brokers).Msg("outboxrelay starting")
+	}
 	stopped := make(chan struct{})
 	defer close(stopped)
 	go func() {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 
@@ -22,11 +23,17 @@ import (
 // Service is the relay as `outboxrelay run` starts it: the pipeline, its
 // checkpoint store, and, when metrics.listen is set, the metrics endpoint
 // measuring it from the outside (decorators of the source, sink and store,
-// and the relay's Observer).
+// and the relay's Observer). A config with pipelines has one relay and one
+// store per pipeline, run under the standby group.
 type Service struct {
+	// Relay is the one pipeline's relay (the first of Relays).
 	Relay *relay.Relay
-	// Store is the checkpoint store (Lock it before Run; Close it after).
+	// Store is the one pipeline's checkpoint store (Lock the Service
+	// before Run; Close it after).
 	Store Store
+	// Relays and Stores are every pipeline's (one without pipelines).
+	Relays []*relay.Relay
+	Stores []Store
 	// Metrics is nil when metrics.listen is "".
 	Metrics *metrics.Metrics
 
@@ -34,26 +41,107 @@ type Service struct {
 	status  metrics.StatusSource
 	ln      net.Listener
 	cleaner *cleanup.Cleaner // nil: outbox.cleanup is off
-	// lease is nil unless relay.ha.enabled: then the relay runs only
-	// while the standby group assigns this instance its pipeline.
+	// lease is nil unless relay.ha.enabled: then relay i runs only while
+	// the standby group assigns this instance pipeline i.
 	lease *lease.Lease
 	log   zerolog.Logger
 }
 
 // NewService wires the components named by cfg. Nothing connects yet.
 func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
+	s := &Service{cfg: cfg, log: log}
+	if len(cfg.Pipelines) > 0 {
+		if err := s.newPipelines(); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	src, err := cfg.Source.New(log)
 	if err != nil {
 		return nil, err
 	}
-	store, err := newStore(cfg, log)
+	if cfg.Metrics.Enabled() {
+		_, wal := src.(metrics.WALRetainer)
+		s.Metrics = metrics.New(cfg.Metrics, metrics.Info{Source: src.Kind(), Version: version(), Position: src.Number, RetainsWAL: wal},
+			log.With().Str("component", "metrics").Logger())
+		s.status = src
+	}
+	rel, store, err := s.newRelay(cfg, src, s.Metrics, log)
 	if err != nil {
 		return nil, err
+	}
+	s.Relay, s.Store = rel, store
+	s.Relays, s.Stores = []*relay.Relay{rel}, []Store{store}
+	if cfg.Relay.HA.Enabled {
+		if err := s.newLease([]string{cfg.Relay.Name}); err != nil {
+			store.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// newPipelines wires one relay per pipeline, each with the config
+// ForPipeline gives it (its source, its relay name: its own position key
+// and transactional id), under one standby group. With more than one,
+// their source, sink and store are not measured: the metrics' collectors
+// describe one pipeline, and would mix several up; the standby metrics
+// are per pipeline.
+func (s *Service) newPipelines() error {
+	cfg := s.cfg
+	srcs := make([]source.Source, len(cfg.Pipelines))
+	for i, p := range cfg.Pipelines {
+		src, err := cfg.ForPipeline(i).Source.New(s.log.With().Str("pipeline", p.Name).Logger())
+		if err != nil {
+			return fmt.Errorf("pipelines[%d] (%s): %w", i, p.Name, err)
+		}
+		srcs[i] = src
+	}
+	var m *metrics.Metrics // measures the one pipeline, if there is one
+	if cfg.Metrics.Enabled() {
+		info := metrics.Info{Source: srcs[0].Kind(), Version: version()}
+		if len(srcs) == 1 {
+			_, wal := srcs[0].(metrics.WALRetainer)
+			info.Position, info.RetainsWAL = srcs[0].Number, wal
+		}
+		s.Metrics = metrics.New(cfg.Metrics, info, s.log.With().Str("component", "metrics").Logger())
+		if len(srcs) == 1 {
+			m, s.status = s.Metrics, srcs[0]
+		}
+	}
+	for i, p := range cfg.Pipelines {
+		rel, store, err := s.newRelay(cfg.ForPipeline(i), srcs[i], m, s.log.With().Str("pipeline", p.Name).Logger())
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("pipelines[%d] (%s): %w", i, p.Name, err)
+		}
+		s.Relays, s.Stores = append(s.Relays, rel), append(s.Stores, store)
+	}
+	s.Relay, s.Store = s.Relays[0], s.Stores[0]
+	if cfg.Relay.HA.Enabled {
+		if err := s.newLease(cfg.PipelineNames()); err != nil {
+			s.Close()
+			return err
+		}
+		if s.Metrics != nil && m == nil {
+			s.Metrics.OnlyHA()
+		}
+	}
+	return nil
+}
+
+// newRelay wires one pipeline: cfg's store, sink and mapper around src,
+// measured by m when it is not nil (and cleaned up after, when
+// outbox.cleanup is on).
+func (s *Service) newRelay(cfg *config.Config, src source.Source, m *metrics.Metrics, log zerolog.Logger) (*relay.Relay, Store, error) {
+	store, err := newStore(cfg, log)
+	if err != nil {
+		return nil, nil, err
 	}
 	mapper, err := outbox.New(cfg.Outbox)
 	if err != nil {
 		store.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	kcfg := cfg.Kafka
 	rcfg := cfg.Relay
@@ -66,15 +154,11 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 	klog := log.With().Str("component", "sink.kafka").Logger()
 	newSink := relay.SinkFactory(func(context.Context) (sink.Sink, error) { return kafka.New(kcfg, klog) })
 
-	s := &Service{Store: store, cfg: cfg, log: log}
 	// Exactly-once holds the fence once its producer is up: a stale
 	// instance still holding the source (a Postgres slot) is let go of.
 	var rsrc relay.Source = relaySource{Source: src, o: source.OpenOptions{CheckTable: mapper.CheckTable, TakeOver: rcfg.Delivery == relay.ExactlyOnce}}
 	var rstore checkpoint.Store = store
-	if cfg.Metrics.Enabled() {
-		_, wal := src.(metrics.WALRetainer)
-		m := metrics.New(cfg.Metrics, metrics.Info{Source: src.Kind(), Version: version(), Position: src.Number, RetainsWAL: wal},
-			log.With().Str("component", "metrics").Logger())
+	if m != nil {
 		rsrc, rstore, newSink = m.Source(rsrc), m.Store(store), m.SinkFactory(newSink)
 		rcfg.Observer = m.Observer()
 		rcfg.OnCommit = m.Committed
@@ -83,7 +167,6 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 		} else {
 			rcfg.BadRowHook = m.BadRow
 		}
-		s.Metrics, s.status = m, src
 	}
 	if cfg.Outbox.Cleanup.Enabled {
 		// The cleanup deletes only what the durable position covers: it
@@ -95,21 +178,15 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 		} else {
 			rcfg.OnCommit = d.saved
 		}
-		s.cleaner = newCleaner(cfg, src, d, s.Metrics, log)
+		s.cleaner = newCleaner(cfg, src, d, m, log)
 	}
-	s.Relay = relay.New(rcfg, rsrc, newSink, rstore, mapper, log.With().Str("component", "relay").Logger())
-	if rcfg.HA.Enabled {
-		if err := s.newLease(); err != nil {
-			store.Close()
-			return nil, err
-		}
-	}
-	return s, nil
+	return relay.New(rcfg, rsrc, newSink, rstore, mapper, log.With().Str("component", "relay").Logger()), store, nil
 }
 
-// newLease puts the relay under the standby group: one pipeline, named
-// after the relay, on partition 0 of the lease topic.
-func (s *Service) newLease() error {
+// newLease puts the relays under the standby group: pipeline i (named
+// pipelines[i]; the relay's name without pipelines) on partition i of
+// the lease topic.
+func (s *Service) newLease(pipelines []string) error {
 	cfg := s.cfg
 	// The lease's client is the sink's, without its transactional id.
 	sc, err := cfg.Kafka.ClientConfig()
@@ -117,7 +194,6 @@ func (s *Service) newLease() error {
 		return err
 	}
 	sc.Producer.Transaction.ID = ""
-	pipelines := []string{cfg.Relay.Name}
 	o := lease.Options{
 		Group: lease.GroupID(cfg.Relay.Name), Topic: cfg.Relay.HA.Topic, Pipelines: pipelines,
 		Brokers: cfg.Kafka.Brokers, Client: sc,
@@ -126,9 +202,37 @@ func (s *Service) newLease() error {
 		s.Metrics.HA(pipelines)
 		o.Observer = s.Metrics
 	}
-	run := func(ctx context.Context, _ int) error { return s.Relay.Run(ctx) }
+	run := func(ctx context.Context, i int) error { return s.Relays[i].Run(ctx) }
 	s.lease = lease.New(cfg.Relay.HA, o, run, s.log.With().Str("component", "lease").Logger())
 	return nil
+}
+
+// Lock takes every pipeline's checkpoint lock (see Store.Lock).
+func (s *Service) Lock() (unlock func(), err error) {
+	var unlocks []func()
+	unlock = func() {
+		for _, u := range unlocks {
+			u()
+		}
+	}
+	for _, st := range s.Stores {
+		u, err := st.Lock()
+		if err != nil {
+			unlock()
+			return nil, err
+		}
+		unlocks = append(unlocks, u)
+	}
+	return unlock, nil
+}
+
+// Close closes every pipeline's checkpoint store.
+func (s *Service) Close() error {
+	var errs []error
+	for _, st := range s.Stores {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Listen binds metrics.listen, so that a busy port stops the relay before

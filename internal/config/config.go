@@ -25,7 +25,10 @@ const EnvPrefix = "OUTBOXRELAY_"
 
 // Config is the whole configuration file.
 type Config struct {
-	Source     kinds.Config  `yaml:"source"`
+	// Source is the one pipeline's source; or see Pipelines.
+	Source kinds.Config `yaml:"source"`
+	// Pipelines lists named pipelines instead of Source (pipelines.go).
+	Pipelines  []Pipeline    `yaml:"pipelines"`
 	Outbox     outbox.Config `yaml:"outbox"`
 	Kafka      kafka.Config  `yaml:"kafka"`
 	Checkpoint Checkpoint    `yaml:"checkpoint"`
@@ -81,6 +84,9 @@ func Parse(b []byte, environ []string) (*Config, error) {
 // SetDefaults fills every component's defaults.
 func (c *Config) SetDefaults() {
 	c.Source.SetDefaults()
+	for i := range c.Pipelines {
+		c.Pipelines[i].Source.SetDefaults()
+	}
 	c.Outbox.SetDefaults()
 	c.Kafka.SetDefaults()
 	if c.Checkpoint.Type == "" {
@@ -154,7 +160,10 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.%s", key, line))
 		}
 	}
-	prefix("source", c.Source.Validate())
+	if len(c.Pipelines) == 0 {
+		prefix("source", c.Source.Validate())
+	}
+	errs = append(errs, c.validatePipelines()...)
 	prefix("outbox", c.Outbox.Validate())
 	prefix("kafka", c.Kafka.Validate())
 	switch c.Checkpoint.Type {

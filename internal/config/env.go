@@ -9,7 +9,10 @@ import (
 	"time"
 )
 
-var durationType = reflect.TypeOf(time.Duration(0))
+var (
+	durationType  = reflect.TypeOf(time.Duration(0))
+	pipelinesType = reflect.TypeOf([]Pipeline(nil))
+)
 
 // applyEnv sets each config key named by an OUTBOXRELAY_* variable. The
 // names come from the yaml keys, joined by "_" and upper-cased; a variable
@@ -72,6 +75,11 @@ func collect(v reflect.Value, path string, fields map[string]reflect.Value, keys
 			key = path + "." + tag
 		}
 		fv := v.Field(i)
+		// The pipelines have no environment overrides (their items have
+		// no key of their own to derive a variable from).
+		if fv.Type() == pipelinesType {
+			continue
+		}
 		if fv.Kind() == reflect.Struct && fv.Type() != durationType {
 			collect(fv, key, fields, keys)
 			continue

@@ -28,7 +28,7 @@ func TestYAMLErrorsNameThePathAndTheFix(t *testing.T) {
 		{"key at the wrong level", strings.Replace(valid, "    tables: [", "  tables: [", 1),
 			"config: line 9: source.tables: unknown key (did you mean source.mysql.tables or source.postgres.tables?)"},
 		{"unknown top-level key", valid + "bogus: 1\n",
-			"config: line 15: bogus: unknown key (known keys here: checkpoint, kafka, log, metrics, outbox, relay, source)"},
+			"config: line 15: bogus: unknown key (known keys here: checkpoint, kafka, log, metrics, outbox, pipelines, relay, source)"},
 		{"not a number", strings.Replace(valid, "server_id: 4242", "server_id: abc", 1),
 			`config: line 8: source.mysql.server_id: "abc" is not a number (want an unsigned integer up to 4294967295)`},
 		{"negative", strings.Replace(valid, "server_id: 4242", "server_id: -1", 1),

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"sync"
 )
 
@@ -15,6 +16,19 @@ type haState struct {
 	active  map[string]bool
 	member  bool   // in the standby group
 	out     string // why not
+	// onlyHA: the pipelines are not measured (a config with several:
+	// see OnlyHA), so readiness is membership alone.
+	onlyHA bool
+}
+
+// OnlyHA says that the source, sink and store of the pipelines are not
+// measured (a config with several pipelines, whose single-pipeline
+// collectors would mix them up): /readyz then answers whether this
+// instance is in the standby group, streaming or not.
+func (m *Metrics) OnlyHA() {
+	m.ha.mu.Lock()
+	defer m.ha.mu.Unlock()
+	m.ha.onlyHA = true
 }
 
 // HA registers the standby metrics for pipelines, all 0 (standing by).
@@ -66,6 +80,18 @@ func (m *Metrics) standby() (standby, ready bool, why string) {
 	defer m.ha.mu.Unlock()
 	if !m.ha.enabled {
 		return false, false, ""
+	}
+	if m.ha.onlyHA {
+		n := 0
+		for _, on := range m.ha.active {
+			if on {
+				n++
+			}
+		}
+		if !m.ha.member {
+			return true, false, "not in the standby group: " + m.ha.out
+		}
+		return true, true, fmt.Sprintf("in the standby group, streaming %d pipeline(s) (relay.ha; pipelines are not measured one by one)", n)
 	}
 	for _, on := range m.ha.active {
 		if on {

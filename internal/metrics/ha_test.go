@@ -66,3 +66,41 @@ func gathered(t *testing.T, m *Metrics, name string) float64 {
 	t.Fatalf("no single series %s", name)
 	return 0
 }
+
+// TestOnlyHAReadiness: with several pipelines (OnlyHA) readiness is
+// membership alone, streaming or not, and outboxrelay_active is per
+// pipeline.
+func TestOnlyHAReadiness(t *testing.T) {
+	t.Parallel()
+	m := New(Config{Listen: "127.0.0.1:0"}, Info{Source: "mysql", Version: "test"}, zerolog.Nop())
+	m.HA([]string{"a", "b"})
+	m.OnlyHA()
+	if ok, _ := m.Ready(time.Now()); ok {
+		t.Fatal("joining: ready")
+	}
+	m.Member(true, "")
+	m.Active("b", true)
+	if ok, why := m.Ready(time.Now()); !ok || !strings.Contains(why, "streaming 1 pipeline") {
+		t.Fatalf("in the group, streaming b: ready %v (%s), want ready, streaming 1", ok, why)
+	}
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		if f.GetName() != "outboxrelay_active" {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			got[mt.GetLabel()[0].GetValue()] = mt.GetGauge().GetValue()
+		}
+	}
+	if got["a"] != 0 || got["b"] != 1 || len(got) != 2 {
+		t.Fatalf("outboxrelay_active = %v, want a 0, b 1", got)
+	}
+	m.Member(false, "kafka: gone")
+	if ok, _ := m.Ready(time.Now()); ok {
+		t.Fatal("out of the group: ready")
+	}
+}
