@@ -116,7 +116,11 @@ YAML
 }
 
 consumer() { # NAME
-	saga serve -service "$1" >>"$work/consumer-$1.log" 2>&1 &
+	# The binary itself in the background, not the saga function (that
+	# would be a subshell: $! its pid, and SIGKILL/SIGTERM would miss the
+	# consumer and leave it running).
+	"$work/bin/saga" serve -mysql "$RELAYTEST_MARIADB_ADDR" -postgres "$RELAYTEST_POSTGRES_DSN" -brokers "$broker" \
+		-service "$1" >>"$work/consumer-$1.log" 2>&1 &
 	pid[consumer-$1]=$!
 }
 
