@@ -196,8 +196,13 @@ cmd_start() {
 		rm -f "$sock" "$sock.lock"
 		local setsid=()
 		command -v setsid >/dev/null 2>&1 && setsid=(setsid)
+		# A tmpdir of its own: at start mariadbd deletes every #sql* file
+		# in its tmpdir, which with the default (/tmp) would pull the
+		# on-disk temporary tables from under every other server's queries.
+		mkdir -p "$dir/tmp"
 		"${setsid[@]}" mariadbd --no-defaults "${user[@]}" \
 			--datadir="$dir/data" \
+			--tmpdir="$dir/tmp" \
 			--socket="$sock" \
 			--port="$port" \
 			--bind-address=127.0.0.1 \
